@@ -1,0 +1,346 @@
+"""Typed, validated configuration: ``params.yaml`` and the hardware profile.
+
+Every knob of the pipeline lives in ``params.yaml``; this module is the only place that
+reads it.  Each section is a pydantic model with ``extra="forbid"`` so a misspelt key is an
+error, not a silently ignored setting.  :func:`load_params` turns any validation failure
+into a :class:`ConfigError` whose message is one line naming the key, the problem and the
+fix; the CLI prints it and exits with code 2 before any work starts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+OPERATOR_NAMES = ("analog", "int8", "fp16", "skip")
+BUILTIN_MODELS = ("resnet8", "resnet20", "mobilenetv2", "vit_tiny")
+DATASETS = ("fashion-mnist", "cifar10")
+DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
+
+
+class ConfigError(ValueError):
+    """A configuration or input problem the user must fix; message is one line."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- data
+class SubsetConfig(_Section):
+    """Examples per class kept in each split (seeded), for fast profiles."""
+
+    train: int = Field(gt=0)
+    val: int = Field(gt=0)
+    test: int = Field(gt=0)
+
+
+class DataConfig(_Section):
+    dataset: Literal["fashion-mnist", "cifar10"] = "fashion-mnist"
+    root: str | None = None
+    val_size: int = Field(default=5000, gt=0)
+    subset: SubsetConfig | None = None
+    split_seed: int = Field(default=0, ge=0)
+
+    def resolved_root(self) -> Path:
+        if self.root is not None:
+            return Path(self.root).expanduser()
+        if self.dataset == "fashion-mnist":
+            return Path(DEFAULT_FASHION_MNIST_ROOT)
+        raise ConfigError(
+            "data.root: CIFAR-10 has no default folder; fix: set data.root to the folder "
+            "holding 'cifar-10-batches-py' (the python version)"
+        )
+
+
+# --------------------------------------------------------------------------- model
+class ModelConfig(_Section):
+    name: str = "resnet8"
+
+    @field_validator("name")
+    @classmethod
+    def _known_model(cls, v: str) -> str:
+        if v in BUILTIN_MODELS:
+            return v
+        if ":" in v:
+            return v
+        raise ValueError(
+            f"unknown model {v!r}; use one of {', '.join(BUILTIN_MODELS)} "
+            "or 'package.module:factory'"
+        )
+
+
+# --------------------------------------------------------------------------- pretrain
+class PretrainConfig(_Section):
+    epochs: int = Field(default=8, gt=0)
+    batch_size: int = Field(default=128, gt=0)
+    lr: float = Field(default=0.1, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=5e-4, ge=0)
+    schedule: Literal["onecycle", "cosine"] = "onecycle"
+    augment: bool = True
+    label_smoothing: float = Field(default=0.0, ge=0, lt=1)
+
+
+# --------------------------------------------------------------------------- space
+class SpaceConfig(_Section):
+    """Which operators each choice layer may take."""
+
+    search_space: Literal["mps", "mpaas"] = "mps"
+    operators: list[str] = Field(default_factory=lambda: list(OPERATOR_NAMES))
+    first_layer: list[str] | None = None
+    last_layer: list[str] | None = None
+    overrides: dict[str, list[str]] = Field(default_factory=dict)
+
+    @field_validator("operators", "first_layer", "last_layer")
+    @classmethod
+    def _nonempty_known(cls, v: list[str] | None) -> list[str] | None:
+        if v is None:
+            return v
+        if not v:
+            raise ValueError("empty operator set; list at least one of " + ", ".join(OPERATOR_NAMES))
+        return v
+
+    @field_validator("overrides")
+    @classmethod
+    def _overrides_nonempty(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for pattern, ops in v.items():
+            if not ops:
+                raise ValueError(f"override {pattern!r} has an empty operator set")
+        return v
+
+
+# --------------------------------------------------------------------------- adapt
+class NoiseRampConfig(_Section):
+    """Progressive analog-noise scaling (phase 2)."""
+
+    steps: int = Field(default=4, gt=0)
+    start_fraction: float = Field(default=0.25, gt=0, le=1)
+    sensitivity_slowdown: float = Field(default=0.5, ge=0, le=1)
+
+
+class AdaptConfig(_Section):
+    fairness_epochs: int = Field(default=1, ge=0)
+    noise_epochs: int = Field(default=2, ge=0)
+    batch_size: int = Field(default=128, gt=0)
+    lr: float = Field(default=0.01, gt=0)
+    momentum: float = Field(default=0.9, ge=0, lt=1)
+    weight_decay: float = Field(default=1e-4, ge=0)
+    bn_recalibration_batches: int = Field(default=8, ge=0)
+    max_steps_per_epoch: int | None = Field(default=None, gt=0)
+    noise_ramp: NoiseRampConfig = Field(default_factory=NoiseRampConfig)
+
+    @model_validator(mode="after")
+    def _some_training(self) -> "AdaptConfig":
+        if self.fairness_epochs + self.noise_epochs == 0:
+            raise ValueError("fairness_epochs and noise_epochs are both 0; set at least one > 0")
+        return self
+
+
+# --------------------------------------------------------------------------- calibrate / evaluate
+class CalibrateConfig(_Section):
+    drift_times: list[float] = Field(default_factory=lambda: [86400.0])
+    repeats: int = Field(default=2, gt=0)
+    max_batches: int | None = Field(default=None, gt=0)
+
+    @field_validator("drift_times")
+    @classmethod
+    def _positive_times(cls, v: list[float]) -> list[float]:
+        return _check_drift_times(v)
+
+
+class EvaluateConfig(_Section):
+    drift_times: list[float] = Field(
+        default_factory=lambda: [1.0, 3600.0, 86400.0, 2592000.0, 31536000.0]
+    )
+    reference_time: float = Field(default=86400.0, gt=0)
+    repeats: int = Field(default=3, gt=0)
+    batch_size: int = Field(default=512, gt=0)
+    max_test_examples: int | None = Field(default=None, gt=0)
+
+    @field_validator("drift_times")
+    @classmethod
+    def _positive_times(cls, v: list[float]) -> list[float]:
+        return _check_drift_times(v)
+
+    @model_validator(mode="after")
+    def _reference_in_times(self) -> "EvaluateConfig":
+        if self.reference_time not in self.drift_times:
+            raise ValueError(
+                f"reference_time {self.reference_time} is not one of drift_times; add it to drift_times"
+            )
+        return self
+
+
+def _check_drift_times(v: list[float]) -> list[float]:
+    if not v:
+        raise ValueError("no drift times; list at least one time in seconds (e.g. 86400 for 1 day)")
+    for t in v:
+        if t <= 0:
+            raise ValueError(f"drift time {t} must be > 0 seconds")
+    return sorted(v)
+
+
+# --------------------------------------------------------------------------- search
+class SearchConfig(_Section):
+    budget: int = Field(default=48, gt=0, description="sub-network evaluations per searcher")
+    iterations: int = Field(default=4, gt=0)
+    alpha_lr: float = Field(default=0.05, gt=0)
+    alpha_steps: int = Field(default=50, gt=0)
+    pareto_size: int = Field(default=8, gt=0)
+    drift_time: float = Field(default=86400.0, gt=0)
+    objectives: list[Literal["accuracy", "analog_mac_ratio", "digital_size_mb", "energy_uj", "latency_ms"]] = (
+        Field(default_factory=lambda: ["accuracy", "analog_mac_ratio", "digital_size_mb"])
+    )
+    val_examples: int | None = Field(default=2000, gt=0)
+    max_acc_drop: float = Field(default=1.0, ge=0)
+    baselines: list[Literal["fp32", "int8", "analog", "greedy", "random", "nsga2"]] = Field(
+        default_factory=lambda: ["fp32", "int8", "analog", "greedy", "random", "nsga2"]
+    )
+
+    @field_validator("objectives")
+    @classmethod
+    def _accuracy_first(cls, v: list[str]) -> list[str]:
+        if "accuracy" not in v:
+            raise ValueError("objectives must include 'accuracy'")
+        if len(set(v)) != len(v):
+            raise ValueError("objectives are listed twice")
+        return v
+
+
+class ReportConfig(_Section):
+    max_acc_drop: float = Field(default=1.0, ge=0)
+    maximize: Literal["analog_mac_ratio", "accuracy"] = "analog_mac_ratio"
+
+
+class MlflowConfig(_Section):
+    experiment: str = Field(default="mps", min_length=1)
+
+
+class SweepConfig(_Section):
+    """Grid run by Snakemake; empty lists mean 'just the scalar value above'."""
+
+    datasets: list[Literal["fashion-mnist", "cifar10"]] = Field(default_factory=list)
+    models: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=list)
+
+
+# --------------------------------------------------------------------------- root
+class Params(_Section):
+    seed: int = Field(default=0, ge=0)
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    out_dir: str = "results"
+    threads: int = Field(default=0, ge=0, description="torch threads; 0 = Snakemake/cores default")
+    hardware_profile: str = "hardware/pcm_default.yaml"
+    data: DataConfig = Field(default_factory=DataConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
+    space: SpaceConfig = Field(default_factory=SpaceConfig)
+    adapt: AdaptConfig = Field(default_factory=AdaptConfig)
+    calibrate: CalibrateConfig = Field(default_factory=CalibrateConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    evaluate: EvaluateConfig = Field(default_factory=EvaluateConfig)
+    report: ReportConfig = Field(default_factory=ReportConfig)
+    mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
+    sweep: SweepConfig = Field(default_factory=SweepConfig)
+
+    def digest(self) -> str:
+        """Stable hash of the validated params: recorded in every artifact."""
+        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+# --------------------------------------------------------------------------- errors
+_FIXES = {
+    "extra_forbidden": "remove it or fix its spelling",
+    "missing": "add it",
+    "literal_error": "use one of the allowed values",
+    "greater_than": "use a larger value",
+    "greater_than_equal": "use a larger value",
+    "less_than": "use a smaller value",
+    "less_than_equal": "use a smaller value",
+}
+
+
+def _format_validation_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    kind = first["type"]
+    msg = first["msg"]
+    if msg.startswith("Value error, "):
+        msg = msg[len("Value error, "):]
+    got = first.get("input")
+    got_txt = ""
+    if kind not in ("missing",) and not isinstance(got, dict) and got is not None:
+        got_txt = f" (got {got!r})"
+    fix = _FIXES.get(kind)
+    if fix is None and kind.endswith("_type") or kind.endswith("_parsing"):
+        fix = "use a value of the right type"
+    fix_txt = f"; fix: {fix}" if fix else ""
+    return f"{source}: {key}: {msg}{got_txt}{fix_txt}"
+
+
+def parse_params(raw: Any, source: str = "params") -> Params:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: top level must be a mapping of sections; fix: see the README's params.yaml")
+    try:
+        params = Params.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_format_validation_error(source, err)) from None
+    return params
+
+
+def load_params(path: str | Path, overrides: dict[str, Any] | None = None) -> Params:
+    """Read, override (dotted keys) and validate ``params.yaml``."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: params file not found; fix: pass --params with an existing params.yaml")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}: not valid YAML{where}; fix: correct the syntax") from None
+    raw = raw or {}
+    for dotted, value in (overrides or {}).items():
+        _set_dotted(raw, dotted, value)
+    return parse_params(raw, str(path))
+
+
+def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
+    node = raw
+    parts = dotted.split(".")
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"override {dotted}: {part} is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def check_user_model(name: str) -> None:
+    """Fail early (exit 2) if a 'package.module:factory' model cannot be imported."""
+    if name in BUILTIN_MODELS:
+        return
+    module_name, _, attr = name.partition(":")
+    if not module_name or not attr:
+        raise ConfigError(f"model.name: {name!r} is not 'package.module:factory'; fix: name a module and a factory")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
+        raise ConfigError(
+            f"model.name: cannot import {module_name!r} ({type(exc).__name__}: {exc}); "
+            "fix: put the package on PYTHONPATH or correct the name"
+        ) from None
+    if not callable(getattr(module, attr, None)):
+        raise ConfigError(f"model.name: {module_name!r} has no callable {attr!r}; fix: name an existing factory")
