@@ -10,7 +10,6 @@ fix; the CLI prints it and exits with code 2 before any work starts.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 from pathlib import Path
 from typing import Any, Literal
@@ -280,7 +279,7 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
     if kind not in ("missing",) and not isinstance(got, dict) and got is not None:
         got_txt = f" (got {got!r})"
     fix = _FIXES.get(kind)
-    if fix is None and kind.endswith("_type") or kind.endswith("_parsing"):
+    if fix is None and (kind.endswith("_type") or kind.endswith("_parsing")):
         fix = "use a value of the right type"
     fix_txt = f"; fix: {fix}" if fix else ""
     return f"{source}: {key}: {msg}{got_txt}{fix_txt}"
@@ -330,17 +329,9 @@ def _set_dotted(raw: dict, dotted: str, value: Any) -> None:
 
 def check_user_model(name: str) -> None:
     """Fail early (exit 2) if a 'package.module:factory' model cannot be imported."""
-    if name in BUILTIN_MODELS:
-        return
-    module_name, _, attr = name.partition(":")
-    if not module_name or not attr:
-        raise ConfigError(f"model.name: {name!r} is not 'package.module:factory'; fix: name a module and a factory")
+    from mps.models import resolve_factory
+
     try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # noqa: BLE001 - any import failure is the user's to fix
-        raise ConfigError(
-            f"model.name: cannot import {module_name!r} ({type(exc).__name__}: {exc}); "
-            "fix: put the package on PYTHONPATH or correct the name"
-        ) from None
-    if not callable(getattr(module, attr, None)):
-        raise ConfigError(f"model.name: {module_name!r} has no callable {attr!r}; fix: name an existing factory")
+        resolve_factory(name)
+    except ConfigError as exc:
+        raise ConfigError(f"model.name: {exc}") from None

@@ -1,0 +1,124 @@
+"""Command line: ``mps <stage> --params params.yaml [paths...]``.
+
+One sub-command per pipeline stage, called identically by the Snakemake rules and the DVC
+stages.  Every sub-command: loads and validates params (exit 2 on a config error, before
+any work), applies the wildcard overrides (``--model``, ``--dataset``, ``--seed``), sets
+seeds/threads, opens the stage's MLflow run, and turns SIGTERM into a clean interruption
+(exit 130) that leaves no partial output under a final name.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+import yaml
+
+from mps.config import ConfigError, Params, check_user_model, load_params
+
+ExitOK, ExitConfig, ExitNumeric, ExitInterrupted = 0, 2, 3, 130
+
+
+def work_dir_for(out: Path, explicit: str | None = None) -> Path:
+    """Resumable state lives outside declared outputs, which Snakemake and DVC delete before a rerun."""
+    if explicit:
+        return Path(explicit)
+    return Path(".mps-work") / str(out).lstrip("/")
+
+
+# --------------------------------------------------------------------------- stage bodies
+def _prepare_data(params: Params, args: argparse.Namespace, tracker) -> None:
+    from mps.stages.prepare_data import run
+
+    run(params, Path(args.out), tracker)
+
+
+def _pretrain(params: Params, args: argparse.Namespace, tracker) -> None:
+    from mps.stages.pretrain import run
+
+    run(params, Path(args.data), Path(args.out), work_dir_for(Path(args.out), args.work_dir), tracker)
+
+
+STAGES: dict[str, tuple[str, list[tuple[str, dict]], Callable[..., None]]] = {
+    "prepare-data": ("read the data set, split it, write tensors and a manifest",
+                     [("--out", {"required": True, "help": "output folder"})], _prepare_data),
+    "pretrain": ("train the FP32 model",
+                 [("--data", {"required": True, "help": "prepared data folder"}),
+                  ("--out", {"required": True, "help": "output folder"}),
+                  ("--work-dir", {"help": "resume-checkpoint folder (default .mps-work/<out>)"})], _pretrain),
+}
+
+
+def _parse_set(values: list[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in values:
+        key, sep, raw = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r}: expected key=value; fix: e.g. --set pretrain.epochs=2")
+        out[key] = yaml.safe_load(raw)
+    return out
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="mps", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, (help_text, arguments, _) in STAGES.items():
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
+        p.add_argument("--model", help="override model.name (a Snakemake wildcard)")
+        p.add_argument("--dataset", help="override data.dataset")
+        p.add_argument("--seed", type=int, help="override seed")
+        p.add_argument("--threads", type=int, help="torch threads (default: params.threads or all cores)")
+        p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override any params key, e.g. --set pretrain.epochs=2")
+        for flag, kwargs in arguments:
+            p.add_argument(flag, **kwargs)
+    return parser
+
+
+def load_stage_params(args: argparse.Namespace) -> Params:
+    overrides = _parse_set(args.set)
+    if args.model:
+        overrides["model.name"] = args.model
+    if args.dataset:
+        overrides["data.dataset"] = args.dataset
+    if args.seed is not None:
+        overrides["seed"] = args.seed
+    if args.threads is not None:
+        overrides["threads"] = args.threads
+    params = load_params(args.params, overrides)
+    check_user_model(params.model.name)
+    return params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _, _, body = STAGES[args.stage]
+    from mps.runtime import Interrupted, set_threads, sigterm_as_interrupt
+    from mps.training import NumericalError
+
+    try:
+        params = load_stage_params(args)
+        set_threads(params.threads)
+        from mps.tracking import stage_run
+
+        tags = {"mps.model": params.model.name, "mps.dataset": params.data.dataset, "mps.seed": params.seed}
+        with sigterm_as_interrupt(), stage_run(args.stage, params.digest(), params.mlflow.experiment, tags) as tracker:
+            body(params, args, tracker)
+    except NumericalError as exc:
+        print(f"mps {args.stage}: error: {exc}", file=sys.stderr)
+        return ExitNumeric
+    except ConfigError as exc:
+        print(f"mps {args.stage}: error: {exc}", file=sys.stderr)
+        return ExitConfig
+    except (KeyboardInterrupt, Interrupted):
+        print(f"mps {args.stage}: interrupted; rerun the same command to resume", file=sys.stderr)
+        return ExitInterrupted
+    return ExitOK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

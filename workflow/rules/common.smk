@@ -1,0 +1,38 @@
+# Paths, the sweep grid and the command prefix shared by every rule.
+import hashlib
+import json
+
+PARAMS = (workflow.configfiles or ["params.yaml"])[-1]
+OUT = config.get("out_dir", "results")
+MPS = "mps"
+
+
+def _grid(key, scalar):
+    values = (config.get("sweep") or {}).get(key) or []
+    return [str(v) for v in values] or [str(scalar)]
+
+
+DATASETS = _grid("datasets", config["data"]["dataset"] if "data" in config else "fashion-mnist")
+MODELS = _grid("models", config["model"]["name"] if "model" in config else "resnet8")
+SEEDS = _grid("seeds", config.get("seed", 0))
+
+
+def run_dir(stage):
+    """Per (dataset, model, seed) folder of one stage's outputs."""
+    return OUT + "/{dataset}/{model}/s{seed}/" + stage
+
+
+def section_digest(*keys):
+    """Changes when any named params section changes, so Snakemake reruns the rule."""
+    blob = json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def stage_cmd(stage):
+    """`mps <stage>` with the params file and the run's wildcards."""
+    return (f"{MPS} {stage} --params {PARAMS} --dataset {{wildcards.dataset}} "
+            f"--model {{wildcards.model}} --seed {{wildcards.seed}} --threads {{threads}}")
+
+
+def all_targets():
+    return expand(run_dir("pretrain") + "/metrics.json", dataset=DATASETS, model=MODELS, seed=SEEDS)
