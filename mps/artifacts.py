@@ -26,6 +26,8 @@ import torch
 from mps.config import ConfigError
 
 CHECKPOINT_FORMAT = "mps-checkpoint/1"
+_UMASK = os.umask(0)
+os.umask(_UMASK)
 
 
 class ArtifactError(ConfigError):
@@ -47,6 +49,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     _check_writable(path.parent)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; artifacts should be readable like any file
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
@@ -91,6 +94,7 @@ def atomic_directory(path: str | Path) -> Iterator[Path]:
     path = Path(path)
     _check_writable(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_UMASK)
     try:
         yield tmp
         if path.exists():

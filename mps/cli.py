@@ -29,6 +29,8 @@ def work_dir_for(out: Path, explicit: str | None = None) -> Path:
 
 
 # --------------------------------------------------------------------------- stage bodies
+# Each body maps CLI paths onto the stage module's run(); imports are lazy so `mps --help`
+# and a config error answer fast.
 def _prepare_data(params: Params, args: argparse.Namespace, tracker) -> None:
     from mps.stages.prepare_data import run
 
@@ -41,13 +43,65 @@ def _pretrain(params: Params, args: argparse.Namespace, tracker) -> None:
     run(params, Path(args.data), Path(args.out), work_dir_for(Path(args.out), args.work_dir), tracker)
 
 
+def _adapt(params: Params, args: argparse.Namespace, tracker) -> None:
+    from mps.stages.adapt import run
+
+    run(params, Path(args.data), Path(args.pretrained), Path(args.out),
+        work_dir_for(Path(args.out), args.work_dir), tracker)
+
+
+def _calibrate(params: Params, args: argparse.Namespace, tracker) -> None:
+    from mps.stages.calibrate import run
+
+    run(params, Path(args.data), Path(args.supernet), Path(args.out), tracker)
+
+
+def _search(params: Params, args: argparse.Namespace, tracker) -> None:
+    from mps.stages.search import run
+
+    run(params, Path(args.data), Path(args.supernet), Path(args.pretrained), Path(args.sensitivity),
+        Path(args.out), work_dir_for(Path(args.out), args.work_dir), tracker)
+
+
+def _evaluate(params: Params, args: argparse.Namespace, tracker) -> None:
+    from mps.stages.evaluate import run
+
+    run(params, Path(args.data), Path(args.supernet), Path(args.pretrained), Path(args.mappings),
+        Path(args.out), work_dir_for(Path(args.out), args.work_dir), tracker)
+
+
+def _report(params: Params, args: argparse.Namespace, tracker) -> None:
+    from mps.stages.report import run
+
+    run(params, Path(args.evaluate), Path(args.search), Path(args.calibrate), Path(args.out), tracker)
+
+
+def _opt(flag: str, help_text: str, required: bool = True) -> tuple[str, dict]:
+    return flag, {"required": required, "help": help_text}
+
+
+_OUT = _opt("--out", "output folder")
+_DATA = _opt("--data", "prepared data folder (mps prepare-data)")
+_WORK = _opt("--work-dir", "resume-checkpoint folder (default .mps-work/<out>)", required=False)
+_SUPERNET = _opt("--supernet", "adapted supernet checkpoint (mps adapt)")
+_PRETRAINED = _opt("--pretrained", "pretrained model checkpoint (mps pretrain)")
+
 STAGES: dict[str, tuple[str, list[tuple[str, dict]], Callable[..., None]]] = {
-    "prepare-data": ("read the data set, split it, write tensors and a manifest",
-                     [("--out", {"required": True, "help": "output folder"})], _prepare_data),
-    "pretrain": ("train the FP32 model",
-                 [("--data", {"required": True, "help": "prepared data folder"}),
-                  ("--out", {"required": True, "help": "output folder"}),
-                  ("--work-dir", {"help": "resume-checkpoint folder (default .mps-work/<out>)"})], _pretrain),
+    "prepare-data": ("read the data set, split it, write tensors and a manifest", [_OUT], _prepare_data),
+    "pretrain": ("train the FP32 model", [_DATA, _OUT, _WORK], _pretrain),
+    "adapt": ("build and adapt the supernet (fairness training, then noise ramp + QAT)",
+              [_DATA, _PRETRAINED, _OUT, _WORK], _adapt),
+    "calibrate": ("per-layer analog sensitivity under programming noise and drift",
+                  [_DATA, _SUPERNET, _OUT], _calibrate),
+    "search": ("rank-preserving alpha search: a Pareto set of mappings, plus the baselines",
+               [_DATA, _SUPERNET, _PRETRAINED, _opt("--sensitivity", "sensitivity table (mps calibrate)"),
+                _OUT, _WORK], _search),
+    "evaluate": ("accuracy of every mapping under PCM noise and drift, and its hardware costs",
+                 [_DATA, _SUPERNET, _PRETRAINED, _opt("--mappings", "mapping folder (mps search)"), _OUT, _WORK],
+                 _evaluate),
+    "report": ("results table, plots and the Markdown/HTML report",
+               [_opt("--evaluate", "evaluate folder"), _opt("--search", "search folder"),
+                _opt("--calibrate", "calibrate folder"), _OUT], _report),
 }
 
 

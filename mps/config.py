@@ -134,6 +134,10 @@ class AdaptConfig(_Section):
     bn_recalibration_batches: int = Field(default=8, ge=0)
     max_steps_per_epoch: int | None = Field(default=None, gt=0)
     noise_ramp: NoiseRampConfig = Field(default_factory=NoiseRampConfig)
+    # evidence logged at the end: adapted vs pretrained sub-networks on the test split
+    evidence_examples: int | None = Field(default=5000, gt=0)
+    evidence_repeats: int = Field(default=2, gt=0)
+    evidence_drift_time: float = Field(default=86400.0, gt=0)
 
     @model_validator(mode="after")
     def _some_training(self) -> "AdaptConfig":

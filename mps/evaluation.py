@@ -1,0 +1,101 @@
+"""Accuracy of a standalone (extracted) model under PCM programming noise and drift.
+
+The one evaluator every stage shares (calibrate, search and its baselines, evaluate), so
+that all methods are measured the same way:
+
+1. BatchNorm recalibration: the supernet's BN layers are shared by all paths, so their
+   running statistics fit no single sub-network.  Before a sub-network is evaluated its BN
+   statistics are re-estimated on a few training batches (as in single-path one-shot NAS),
+   with every other module in eval mode;
+2. per repeat r: seed ``seed + r``, program the analog tiles once (programming noise), then
+   for each drift time drift from that programmed state (aihwkit applies drift and read
+   noise and global drift compensation) and measure accuracy.  Nothing is rebuilt or
+   retrained per time point;
+3. the programmed state is cleared afterwards, so the model can be reused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from mps.supernet.analog import analog_layers, drift_analog, program_analog, reset_programming
+from mps.training import evaluate_accuracy, iterate_batches
+
+
+@dataclass
+class EvalSet:
+    """Examples to score on, and training examples for BN recalibration."""
+
+    x: torch.Tensor
+    y: torch.Tensor
+    calib_x: torch.Tensor | None = None
+    batch_size: int = 512
+    calib_batches: int = 8
+    calib_batch_size: int = 128
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int) -> None:
+    """Re-estimate BN running statistics (cumulative average) on ``batches`` batches of ``x``."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if not bns or batches <= 0 or x is None or len(x) == 0:
+        return
+    model.eval()
+    saved = []
+    for bn in bns:
+        saved.append(bn.momentum)
+        bn.reset_running_stats()
+        bn.momentum = None
+        bn.train()
+    for i, idx in enumerate(iterate_batches(len(x), batch_size)):
+        if i >= batches:
+            break
+        model(x[idx])
+    for bn, momentum in zip(bns, saved):
+        bn.momentum = momentum
+        bn.eval()
+
+
+def has_analog(model: nn.Module) -> bool:
+    return next(analog_layers(model), None) is not None
+
+
+@torch.no_grad()
+def drift_accuracy_grid(model: nn.Module, data: EvalSet, drift_times: Sequence[float], repeats: int,
+                        seed: int, recalibrate: bool = True) -> np.ndarray:
+    """Accuracy (%) for each repeat x drift time; shape (repeats, len(drift_times)).
+
+    A model without analog layers is deterministic: it is evaluated once and the value
+    repeated, which is exact and saves the repeats' time.
+    """
+    model.eval()
+    if recalibrate and data.calib_x is not None:
+        torch.manual_seed(seed)
+        recalibrate_batchnorm(model, data.calib_x, data.calib_batches, data.calib_batch_size)
+    out = np.zeros((repeats, len(drift_times)))
+    if not has_analog(model):
+        acc = evaluate_accuracy(model, data.x, data.y, data.batch_size)
+        out[:] = acc
+        return out
+    try:
+        for r in range(repeats):
+            torch.manual_seed(seed + r)
+            reset_programming(model)
+            program_analog(model)
+            for j, t in enumerate(drift_times):
+                drift_analog(model, t)
+                out[r, j] = evaluate_accuracy(model, data.x, data.y, data.batch_size)
+    finally:
+        reset_programming(model)
+    return out
+
+
+def accuracy_at(model: nn.Module, data: EvalSet, drift_time: float, repeats: int, seed: int) -> tuple[float, float]:
+    """Mean and std accuracy (%) at one drift time."""
+    grid = drift_accuracy_grid(model, data, [drift_time], repeats, seed)
+    return float(grid[:, 0].mean()), float(grid[:, 0].std())

@@ -1,0 +1,245 @@
+"""Stage ``adapt``: build the supernet from the pretrained model and adapt it.
+
+Phase 1, strict fairness (FairNAS): each step draws K = max(#operators of a layer) single-path
+sub-networks such that, in every layer, each allowed operator appears in at least one of
+them (all of them exactly once for layers with K operators).  Gradients of the K paths on the
+same batch are accumulated, then ONE optimizer update is made.  A layer with fewer operators
+(k < K) fills its remaining paths with randomly drawn repeats; those operators' gradients are
+divided by their use count, so every operator of every layer receives exactly one update of
+equal weight per step.
+
+Phase 2, progressive analog-noise scaling with QAT: the same fair sampling continues while
+the analog operators' hardware-aware-training noise (output noise, weight noise) rises in
+``noise_ramp.steps`` levels to the hardware profile's level, resilient layers faster than
+sensitive ones (``mps.noise_schedule``; sensitivity from a quick probe at the start of the
+phase: accuracy drop with only that layer analog under programming noise).  Fake
+quantization stays on for the int8 paths throughout (it is part of the operator).
+
+BatchNorm: BN layers are shared by all paths; a sub-network is evaluated after BN
+recalibration on training batches (``mps.evaluation``), which is what fits its statistics.
+
+Checkpoint each epoch (resume after interruption reproduces an uninterrupted run: each
+epoch's sampling, shuffling and noise draw from generators seeded by (seed, epoch)).
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mps import data as mdata
+from mps.artifacts import ArtifactError, atomic_write_json, provenance
+from mps.config import Params
+from mps.evaluation import accuracy_at
+from mps.noise_schedule import normalised_sensitivity, ramp_fraction, ramp_step_at
+from mps.runtime import progress, seed_everything
+from mps.stages.common import Splits, eval_set, hardware_profile, load_splits
+from mps.stages.pretrain import load_pretrained
+from mps.supernet import Supernet, convert_to_supernet, extract, realize, save_supernet
+from mps.supernet.analog import clip_analog, set_training_noise
+from mps.tracking import Tracker
+from mps.training import (EpochCheckpointer, check_finite, epoch_generator, iterate_batches, sgd,
+                          steps_per_epoch)
+
+PROBE_EXAMPLES = 512
+
+
+# --------------------------------------------------------------------------- fair sampling
+def fair_paths(allowed: dict[str, list[str]], generator: torch.Generator) -> tuple[list[dict[str, str]], dict[str, dict[str, int]]]:
+    """K single-path mappings covering every operator of every layer; plus use counts."""
+    k = max(len(ops) for ops in allowed.values())
+    columns: dict[str, list[str]] = {}
+    counts: dict[str, dict[str, int]] = {}
+    for name, ops in allowed.items():
+        perm = [ops[i] for i in torch.randperm(len(ops), generator=generator).tolist()]
+        extra = [ops[int(i)] for i in torch.randint(len(ops), (k - len(ops),), generator=generator)]
+        col = perm + extra
+        columns[name] = col
+        counts[name] = {op: col.count(op) for op in ops}
+    paths = [{name: columns[name][i] for name in allowed} for i in range(k)]
+    return paths, counts
+
+
+def scale_shared_grads(supernet: Supernet, counts: dict[str, dict[str, int]]) -> None:
+    """Average the accumulated gradient of operators used more than once in a step."""
+    layers = supernet.choice_layers()
+    for name, per_op in counts.items():
+        for op, n in per_op.items():
+            if n > 1:
+                for p in layers[name].ops[op].parameters():
+                    if p.grad is not None:
+                        p.grad.div_(n)
+
+
+def fair_step(supernet: Supernet, xb: torch.Tensor, yb: torch.Tensor, optimizer: torch.optim.Optimizer,
+              generator: torch.Generator, where: str) -> tuple[float, dict[str, dict[str, int]]]:
+    """One strict-fairness step: K paths, accumulated gradients, one update."""
+    paths, counts = fair_paths(supernet.allowed, generator)
+    optimizer.zero_grad(set_to_none=True)
+    total = 0.0
+    for mapping in paths:
+        supernet.set_mapping(mapping)
+        loss = F.cross_entropy(supernet(xb), yb)
+        check_finite(loss, where)
+        loss.backward()
+        total += float(loss)
+    scale_shared_grads(supernet, counts)
+    optimizer.step()
+    clip_analog(supernet)
+    return total / len(paths), counts
+
+
+# --------------------------------------------------------------------------- noise ramp
+def analog_choice_layers(supernet: Supernet) -> dict[str, torch.nn.Module]:
+    return {n: l.ops["analog"].layer for n, l in supernet.choice_layers().items() if "analog" in l.ops}
+
+
+def apply_noise_fraction(supernet: Supernet, fractions: dict[str, float], profile) -> None:
+    for name, layer in analog_choice_layers(supernet).items():
+        f = fractions.get(name, 1.0)
+        set_training_noise(layer, f * profile.analog.out_noise, f * profile.analog.hwa_weight_noise)
+
+
+def sensitivity_probe(supernet: Supernet, splits: Splits, seed: int) -> dict[str, float]:
+    """Quick per-layer probe: accuracy drop with only that layer analog (programming noise, t=1 s)."""
+    data = eval_set(splits, "val", PROBE_EXAMPLES, seed, calib_batches=2)
+    reference = supernet.uniform_mapping("fp16")
+    ref_acc, _ = accuracy_at(extract(supernet, reference), data, 1.0, 1, seed)
+    drops = {}
+    for name in analog_choice_layers(supernet):
+        acc, _ = accuracy_at(extract(supernet, {**reference, name: "analog"}), data, 1.0, 1, seed)
+        drops[name] = ref_acc - acc
+    return drops
+
+
+# --------------------------------------------------------------------------- evidence
+def evidence(supernet: Supernet, pretrained_path: Path, splits: Splits, params: Params, profile) -> dict[str, float]:
+    """Accuracy of the adapted sub-networks against the pretrained model (test split)."""
+    cfg = params.adapt
+    data = eval_set(splits, "test", cfg.evidence_examples, params.seed, calib_batches=cfg.bn_recalibration_batches)
+    t = cfg.evidence_drift_time
+    fp32_model, ckpt = load_pretrained(pretrained_path)
+    shape = tuple(ckpt["image_shape"])
+    out: dict[str, float] = {}
+    fp32_acc, _ = accuracy_at(fp32_model, data, t, 1, params.seed)
+    out["pretrained.accuracy"] = fp32_acc
+    straight_mapping = {n: "analog" if "analog" in ops else "fp32" for n, ops in supernet.allowed.items()}
+    straight = realize(load_pretrained(pretrained_path)[0], straight_mapping, profile, shape)
+    out["pretrained_analog.accuracy_drift"], out["pretrained_analog.accuracy_drift_std"] = accuracy_at(
+        straight, data, t, cfg.evidence_repeats, params.seed)
+    for op in ("analog", "int8", "fp16"):
+        mapping = supernet.uniform_mapping(op)
+        repeats = cfg.evidence_repeats if op == "analog" else 1
+        mean, std = accuracy_at(extract(supernet, mapping), data, t, repeats, params.seed)
+        out[f"adapted_{op}.accuracy_drift" if op == "analog" else f"adapted_{op}.accuracy"] = mean
+        if op == "analog":
+            out["adapted_analog.accuracy_drift_std"] = std
+    out["analog_gain_points"] = out["adapted_analog.accuracy_drift"] - out["pretrained_analog.accuracy_drift"]
+    out["int8_drop_points"] = fp32_acc - out["adapted_int8.accuracy"]
+    out["fp16_drop_points"] = fp32_acc - out["adapted_fp16.accuracy"]
+    return {k: round(float(v), 4) for k, v in out.items()}
+
+
+# --------------------------------------------------------------------------- stage
+def build_supernet(params: Params, pretrained_path: Path, data_manifest: dict, profile) -> Supernet:
+    model, ckpt = load_pretrained(pretrained_path)
+    if ckpt.get("data_fingerprint") != data_manifest["fingerprint"]:
+        raise ArtifactError(f"{pretrained_path}: trained on other data (fingerprint {ckpt.get('data_fingerprint')} "
+                            f"!= {data_manifest['fingerprint']}); fix: rerun pretrain on this data folder")
+    meta = {"model_name": ckpt["model_name"], "model_id": ckpt["model_id"], "num_classes": ckpt["num_classes"],
+            "data_fingerprint": ckpt["data_fingerprint"]}
+    return convert_to_supernet(model, params.space, profile, tuple(ckpt["image_shape"]), meta)
+
+
+def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, work_dir: Path,
+        tracker: Tracker) -> dict:
+    cfg = params.adapt
+    splits = load_splits(data_dir)
+    profile = hardware_profile(params)
+    seed_everything(params.seed)
+    supernet = build_supernet(params, pretrained_path, splits.manifest, profile)
+    x_train, y_train = splits.train
+    n_steps = steps_per_epoch(len(x_train), cfg.batch_size, cfg.max_steps_per_epoch)
+    epochs = [("fairness", e) for e in range(cfg.fairness_epochs)] + [("noise", e) for e in range(cfg.noise_epochs)]
+    optimizer = sgd(supernet.weight_parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, len(epochs) * n_steps))
+
+    tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
+                        "layers": len(supernet.infos), "search_space": params.space.search_space,
+                        "operators": ",".join(params.space.operators),
+                        **{f"adapt.{k}": v for k, v in cfg.model_dump().items()}})
+    ckpt = EpochCheckpointer(work_dir, "adapt-state",
+                             fingerprint=params.digest() + splits.manifest["fingerprint"] + profile.digest())
+    done, sensitivity, wall = 0, None, {"fairness": 0.0, "noise": 0.0}
+    resumed = ckpt.load()
+    if resumed is not None:
+        done, state = resumed
+        supernet.load_state_dict(state["supernet"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        sensitivity, wall = state["sensitivity"], state["wall"]
+        print(f"adapt: resuming after epoch {done}/{len(epochs)}")
+
+    noise_total = cfg.noise_epochs * n_steps
+    for index in range(done, len(epochs)):
+        phase, epoch = epochs[index]
+        t0 = time.perf_counter()
+        gen = epoch_generator(params.seed, index, salt=17)
+        torch.manual_seed(params.seed * 1000 + index)
+        if phase == "fairness":
+            # phase 1 trains every path fairly without HWA noise; phase 2 ramps it up
+            apply_noise_fraction(supernet, {n: 0.0 for n in analog_choice_layers(supernet)}, profile)
+        elif sensitivity is None:
+            sensitivity = sensitivity_probe(supernet, splits, params.seed)
+            tracker.log_metrics({f"probe_drop.{n}": v for n, v in sensitivity.items()})
+        z = normalised_sensitivity(sensitivity or {})
+        supernet.train()
+        losses = []
+        batches = iterate_batches(len(x_train), cfg.batch_size, gen, drop_last=True)
+        for step, idx in enumerate(progress(batches, f"adapt {phase} epoch {epoch + 1}", total=n_steps)):
+            if step >= n_steps:
+                break
+            if phase == "noise":
+                global_step = epoch * n_steps + step
+                rs = ramp_step_at(global_step, noise_total, cfg.noise_ramp)
+                apply_noise_fraction(supernet, {n: ramp_fraction(rs, cfg.noise_ramp, z.get(n, 1.0))
+                                                for n in analog_choice_layers(supernet)}, profile)
+            xb = mdata.augment_batch(x_train[idx], gen)
+            loss, _ = fair_step(supernet, xb, y_train[idx], optimizer, gen, f"adapt {phase} epoch {epoch + 1}")
+            scheduler.step()
+            losses.append(loss)
+        wall[phase] += time.perf_counter() - t0
+        metrics = {f"{phase}.train_loss": sum(losses) / max(1, len(losses))}
+        if phase == "noise":
+            metrics["noise.fraction_mean"] = _mean_fraction(supernet, profile)
+        tracker.log_metrics(metrics, step=index + 1)
+        print(f"adapt: {phase} epoch {epoch + 1} loss {metrics[f'{phase}.train_loss']:.4f}")
+        ckpt.save(index + 1, {"supernet": supernet.state_dict(), "optimizer": optimizer.state_dict(),
+                              "scheduler": scheduler.state_dict(), "sensitivity": sensitivity, "wall": wall})
+
+    apply_noise_fraction(supernet, {}, profile)  # leave every analog operator at the target level
+    t0 = time.perf_counter()
+    ev = evidence(supernet, pretrained_path, splits, params, profile)
+    metrics = {**ev, "fairness_seconds": round(wall["fairness"], 2), "noise_seconds": round(wall["noise"], 2),
+               "evidence_seconds": round(time.perf_counter() - t0, 2), "steps_per_epoch": n_steps}
+    out_dir.mkdir(parents=True, exist_ok=True)
+    save_supernet(out_dir / "supernet.pt", supernet, params.space, profile,
+                  provenance(params.digest(), seed=params.seed), {"sensitivity_probe": sensitivity})
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    tracker.log_metrics(metrics)
+    tracker.log_artifact(out_dir / "metrics.json")
+    ckpt.clear()
+    print("adapt: " + ", ".join(f"{k} {v}" for k, v in ev.items()))
+    return metrics
+
+
+def _mean_fraction(supernet: Supernet, profile) -> float:
+    from mps.supernet.analog import training_noise
+
+    layers = list(analog_choice_layers(supernet).values())
+    if not layers or profile.analog.out_noise == 0:
+        return 1.0
+    return sum(training_noise(l)[0] for l in layers) / len(layers) / profile.analog.out_noise

@@ -1,0 +1,52 @@
+"""Inputs every stage after ``pretrain`` needs, loaded one way: data splits, evaluation sets,
+the hardware profile, the supernet."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from mps import data as mdata
+from mps.config import Params
+from mps.evaluation import EvalSet
+
+
+@dataclass
+class Splits:
+    manifest: dict
+    train: tuple[torch.Tensor, torch.Tensor]
+    val: tuple[torch.Tensor, torch.Tensor]
+    test: tuple[torch.Tensor, torch.Tensor]
+
+
+def load_splits(data_dir: Path) -> Splits:
+    manifest = mdata.read_manifest(data_dir)
+    return Splits(manifest,
+                  tuple(mdata.load_split(data_dir, "train").tensors),
+                  tuple(mdata.load_split(data_dir, "val").tensors),
+                  tuple(mdata.load_split(data_dir, "test").tensors))
+
+
+def _head(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A seeded random subset of ``limit`` examples (all when limit is None or larger)."""
+    if limit is None or limit >= len(x):
+        return x, y
+    idx = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))[:limit]
+    return x[idx], y[idx]
+
+
+def eval_set(splits: Splits, split: str, limit: int | None, seed: int, batch_size: int = 512,
+             calib_batches: int = 8) -> EvalSet:
+    """Scoring examples from ``split`` plus training examples for BN recalibration."""
+    x, y = _head(*getattr(splits, split), limit, seed)
+    calib_x = splits.train[0][torch.randperm(len(splits.train[0]), generator=torch.Generator().manual_seed(seed + 1))
+                              [: calib_batches * 128]]
+    return EvalSet(x, y, calib_x=calib_x, batch_size=batch_size, calib_batches=calib_batches, calib_batch_size=128)
+
+
+def hardware_profile(params: Params):
+    from mps.cost_model import load_hardware_profile
+
+    return load_hardware_profile(params.hardware_profile)

@@ -1,0 +1,208 @@
+"""Turning any model into a supernet, and the supernet's controls.
+
+``convert_to_supernet`` walks an ``nn.Module`` (like ``torch.ao.quantization``'s converter),
+traces one forward pass to record each Conv2d/Linear's :class:`LayerInfo` (shape, MACs,
+output positions), decides which operators each layer may take (params' ``space`` section,
+operator support, skip shape-matching), and swaps every weight layer for a
+:class:`ChoiceLayer`.  Grouped/depthwise convs and the Linear layers inside attention blocks
+are included; layers no operator can realise are an error naming the layer.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from typing import Iterable, Mapping
+
+import torch
+from torch import nn
+
+from mps.config import ConfigError, SpaceConfig
+from mps.layer_info import LayerInfo
+from mps.supernet.choice import ChoiceLayer
+from mps.supernet.operators import BuildContext, Operator, operator_class, skip_output_matches
+
+WEIGHT_LAYERS = (nn.Conv2d, nn.Linear)
+
+
+def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
+    """Every Conv2d/Linear in forward-definition order (module registration order)."""
+    return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
+
+
+@torch.no_grad()
+def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, LayerInfo], dict[str, bool]]:
+    """One forward pass of a single example: LayerInfo per weight layer, plus whether the
+    parameter-free skip path reproduces each layer's output shape."""
+    layers = weight_layers(model)
+    infos: dict[str, LayerInfo] = {}
+    skip_ok: dict[str, bool] = {}
+    calls: dict[str, int] = {}
+
+    def hook(name):
+        def record(module, inputs, output):
+            calls[name] = calls.get(name, 0) + 1
+            x = inputs[0]
+            if isinstance(module, nn.Conv2d):
+                positions = int(output.shape[-1] * output.shape[-2])
+                info = LayerInfo(name, "conv", module.in_channels, module.out_channels,
+                                 tuple(module.kernel_size), module.groups, module.bias is not None,
+                                 macs=0, out_positions=positions)
+            else:
+                positions = int(output.numel() // output.shape[-1])
+                info = LayerInfo(name, "linear", module.in_features, module.out_features,
+                                 has_bias=module.bias is not None, macs=0, out_positions=positions)
+            macs = positions * info.out_features * info.weight_cols
+            prev = infos.get(name)
+            if prev is not None:  # a layer called twice per sample: its MACs add up
+                macs += prev.macs
+                positions += prev.out_positions
+            infos[name] = LayerInfo(**{**info.__dict__, "macs": macs, "out_positions": positions})
+            skip_ok[name] = skip_output_matches(module, x[:1], output[:1])
+        return record
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
+    was_training = model.training
+    try:
+        model.eval()
+        model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+    unused = [n for n, _ in layers if n not in infos]
+    if unused:
+        raise ConfigError(f"layers never called in a forward pass: {', '.join(unused)}; fix: remove them from the model")
+    return {n: infos[n] for n, _ in layers}, skip_ok
+
+
+def allowed_operators(name: str, index: int, count: int, layer: nn.Module, info: LayerInfo,
+                      space: SpaceConfig, skip_ok: bool) -> list[str]:
+    """The operators a layer may take: params first, then what each operator supports."""
+    wanted = list(space.operators)
+    if index == 0 and space.first_layer is not None:
+        wanted = list(space.first_layer)
+    if index == count - 1 and space.last_layer is not None:
+        wanted = list(space.last_layer)
+    for pattern, ops in space.overrides.items():
+        if fnmatch.fnmatchcase(name, pattern):
+            wanted = list(ops)
+    allowed = []
+    for op in wanted:
+        cls = operator_class(op)
+        if cls.unsupported_reason(layer, info) is not None:
+            continue
+        if op == "skip" and not skip_ok:
+            continue
+        allowed.append(op)
+    if not allowed:
+        reasons = "; ".join(f"{op}: {operator_class(op).unsupported_reason(layer, info) or 'shape cannot be matched'}"
+                            for op in wanted)
+        raise ConfigError(f"layer {name}: none of its operators {wanted} can realise it ({reasons}); "
+                          "fix: allow a digital operator for it under space.overrides")
+    return allowed
+
+
+def _set_submodule(root: nn.Module, name: str, new: nn.Module) -> None:
+    parent_name, _, child = name.rpartition(".")
+    parent = root.get_submodule(parent_name) if parent_name else root
+    setattr(parent, child, new)
+
+
+class Supernet(nn.Module):
+    """A model whose weight layers are choice layers, with its static layer table."""
+
+    def __init__(self, model: nn.Module, infos: Mapping[str, LayerInfo], meta: Mapping[str, object]):
+        super().__init__()
+        self.model = model
+        self.infos = dict(infos)
+        self.meta = dict(meta)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    # ---- layers
+    def choice_layers(self) -> dict[str, ChoiceLayer]:
+        return {name: self.model.get_submodule(name) for name in self.infos}
+
+    @property
+    def allowed(self) -> dict[str, list[str]]:
+        return {name: layer.op_names for name, layer in self.choice_layers().items()}
+
+    def alpha_parameters(self) -> list[nn.Parameter]:
+        return [layer.alphas for layer in self.choice_layers().values()]
+
+    def weight_parameters(self) -> Iterable[nn.Parameter]:
+        alpha_ids = {id(p) for p in self.alpha_parameters()}
+        return (p for p in self.parameters() if id(p) not in alpha_ids)
+
+    # ---- sub-networks
+    def set_mapping(self, mapping: Mapping[str, str]) -> None:
+        from mps.supernet.mapping import check_layers
+
+        check_layers(mapping, self.allowed, self.meta.get("model_id", "?"))
+        for name, layer in self.choice_layers().items():
+            layer.set_active(mapping[name])
+
+    def active_mapping(self) -> dict[str, str]:
+        return {name: layer.active for name, layer in self.choice_layers().items()}
+
+    def set_mode(self, mode: str, tau: float = 1.0, hard: bool = False) -> None:
+        for layer in self.choice_layers().values():
+            layer.mode, layer.tau, layer.hard = mode, tau, hard
+
+    def sample_mapping(self, generator: torch.Generator) -> dict[str, str]:
+        """Uniformly random sub-network (each layer's operator drawn from its allowed set)."""
+        out = {}
+        for name, ops in self.allowed.items():
+            out[name] = ops[int(torch.randint(len(ops), (1,), generator=generator))]
+        return out
+
+    def uniform_mapping(self, op: str, fallback: tuple[str, ...] = ("int8", "fp16")) -> dict[str, str]:
+        """Every layer on ``op`` where allowed, else the first allowed fallback (e.g. the
+        depthwise convs of an 'all analog' mapping go to int8)."""
+        out = {}
+        for name, ops in self.allowed.items():
+            choice = next((o for o in (op, *fallback) if o in ops), ops[0])
+            out[name] = choice
+        return out
+
+    def score(self, mapping: Mapping[str, str]) -> torch.Tensor:
+        """The supernet's score of a sub-network: sum over layers of log softmax(alpha)[op]."""
+        layers = self.choice_layers()
+        return torch.stack([layers[n].log_probability(op) for n, op in mapping.items()]).sum()
+
+    def argmax_mapping(self) -> dict[str, str]:
+        return {n: l.op_names[int(l.alphas.argmax())] for n, l in self.choice_layers().items()}
+
+
+def convert_to_supernet(model: nn.Module, space: SpaceConfig, profile, input_shape: tuple[int, ...],
+                        meta: Mapping[str, object] | None = None) -> Supernet:
+    """Replace every Conv2d/Linear of ``model`` (in place) with a choice layer."""
+    infos, skip_ok = trace_layers(model, input_shape)
+    layers = dict(weight_layers(model))
+    count = len(infos)
+    for index, (name, info) in enumerate(infos.items()):
+        layer = layers[name]
+        ops = allowed_operators(name, index, count, layer, info, space, skip_ok[name])
+        ctx = BuildContext(info=info, profile=profile)
+        built: dict[str, Operator] = {op: operator_class(op).from_layer(layer, ctx) for op in ops}
+        _set_submodule(model, name, ChoiceLayer(info, built))
+    return Supernet(model, infos, {"input_shape": list(input_shape), **(meta or {})})
+
+
+def realize(model: nn.Module, mapping: Mapping[str, str], profile, input_shape: tuple[int, ...]) -> nn.Module:
+    """A standalone model from a float model: each weight layer replaced (in place) by a fresh
+    operator of the mapping.  Used for the FP32 / straight-to-analog baselines and to rebuild a
+    saved deployed model before loading its state dict."""
+    from mps.supernet.mapping import check_layers
+
+    infos, _ = trace_layers(model, input_shape)
+    check_layers(mapping, {n: None for n in infos}, "model")
+    layers = dict(weight_layers(model))
+    for name, info in infos.items():
+        op = mapping[name]
+        reason = operator_class(op).unsupported_reason(layers[name], info)
+        if reason:
+            raise ConfigError(f"layer {name}: operator {op!r} not possible ({reason}); fix: choose another operator")
+        _set_submodule(model, name, operator_class(op).from_layer(layers[name], BuildContext(info, profile)))
+    return model

@@ -1,0 +1,104 @@
+"""Mapping files: the contract between search, evaluate and deployment.
+
+A mapping says, for one model, which operator runs each weight layer.  JSON, schema
+``mps-mapping/1``::
+
+    {
+      "schema": "mps-mapping/1",
+      "model_id": "resnet8@fashion-mnist",     # architecture @ data it was trained on
+      "name": "mps-03",                          # unique within its search output
+      "method": "mps",                           # mps | greedy | random | nsga2 | fp32 | int8 | analog | ...
+      "layers": {"conv1": "int8", "layer1.0.conv1": "analog", ...},
+      "objectives": {"accuracy": 91.2, "analog_mac_ratio": 0.73, ...},   # as estimated by its method
+      "provenance": {"git_commit": ..., "params_digest": ..., "seed": ...}
+    }
+
+Applying a mapping to a model whose layers do not match is an error naming the missing and
+the extra layers; an unknown operator or one the layer may not take names the layers too.
+Files are written with sorted keys so the same mapping gives byte-identical files.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+from mps.artifacts import atomic_write_json, read_json
+from mps.config import ConfigError
+
+SCHEMA = "mps-mapping/1"
+
+
+class MappingError(ConfigError):
+    """A mapping does not fit the model it is applied to, or is malformed."""
+
+
+@dataclass
+class MappingFile:
+    model_id: str
+    name: str
+    method: str
+    layers: dict[str, str]
+    objectives: dict[str, float] = field(default_factory=dict)
+    provenance: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"schema": SCHEMA, "model_id": self.model_id, "name": self.name, "method": self.method,
+                "layers": dict(self.layers), "objectives": dict(self.objectives), "provenance": dict(self.provenance)}
+
+    def save(self, path: str | Path) -> Path:
+        return atomic_write_json(path, self.to_json())
+
+
+def _short(names: list[str], limit: int = 6) -> str:
+    shown = ", ".join(names[:limit])
+    return shown + (f" (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def check_layers(layers: Mapping[str, str], allowed: Mapping[str, list[str] | None], model_id: str,
+                 source: str = "mapping") -> None:
+    """Raise MappingError unless ``layers`` names exactly the model's layers with allowed operators.
+
+    ``allowed[name]`` is the list of operators the layer may take, or None for 'any known one'.
+    """
+    from mps.supernet.operators import OPERATORS
+
+    missing = [n for n in allowed if n not in layers]
+    extra = [n for n in layers if n not in allowed]
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"missing layers: {_short(missing)}")
+        if extra:
+            parts.append(f"unknown layers: {_short(extra)}")
+        raise MappingError(f"{source} does not match model {model_id}: {'; '.join(parts)}; "
+                           "fix: use a mapping searched for this model")
+    unknown = [f"{n}={op}" for n, op in layers.items() if op not in OPERATORS]
+    if unknown:
+        raise MappingError(f"{source}: unknown operators {_short(unknown)}; fix: use one of {', '.join(sorted(OPERATORS))}")
+    refused = [f"{n}={op}" for n, op in layers.items() if allowed[n] is not None and op not in allowed[n]]
+    if refused:
+        raise MappingError(f"{source}: operators not allowed for these layers: {_short(refused)}; "
+                           "fix: choose from the layer's allowed operators (params space section)")
+
+
+def load_mapping(path: str | Path, model_id: str | None = None,
+                 allowed: Mapping[str, list[str] | None] | None = None) -> MappingFile:
+    """Read and validate a mapping file (against a model's layers when ``allowed`` is given)."""
+    raw = read_json(path, "mapping file")
+    if not isinstance(raw, dict) or raw.get("schema") != SCHEMA:
+        raise MappingError(f"{path}: not an {SCHEMA} mapping file; fix: pass a file written by 'mps search'")
+    for key in ("model_id", "name", "method", "layers"):
+        if key not in raw:
+            raise MappingError(f"{path}: mapping file lacks {key!r}; fix: rewrite it with 'mps search'")
+    if not isinstance(raw["layers"], dict) or not all(isinstance(v, str) for v in raw["layers"].values()):
+        raise MappingError(f"{path}: 'layers' must map layer names to operator names")
+    mapping = MappingFile(raw["model_id"], raw["name"], raw["method"], dict(raw["layers"]),
+                          dict(raw.get("objectives") or {}), dict(raw.get("provenance") or {}))
+    if model_id is not None and mapping.model_id != model_id:
+        raise MappingError(f"{path}: mapping is for model {mapping.model_id!r}, not {model_id!r}; "
+                           "fix: use a mapping searched for this model")
+    if allowed is not None:
+        check_layers(mapping.layers, allowed, mapping.model_id, source=str(path))
+    return mapping

@@ -1,0 +1,100 @@
+"""Shared fixtures: a tiny real data set (Fashion-MNIST subset), a tiny pretrained model and a
+tiny supernet, built once per test session; and an isolated MLflow store per test session.
+
+The tiny profile (``profiles/params-tiny.yaml``) is what the end-to-end tests run too.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+TINY_PARAMS = REPO / "profiles" / "params-tiny.yaml"
+FMNIST = Path("/usr/share/datasets/fashion-mnist")
+
+os.environ.setdefault("MPS_NO_PROGRESS", "1")
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+
+
+def tiny_params(**overrides):
+    from mps.config import load_params
+
+    return load_params(TINY_PARAMS, overrides)
+
+
+@pytest.fixture(scope="session")
+def mlflow_db(tmp_path_factory) -> str:
+    """One migrated MLflow SQLite store per session (a fresh one takes seconds to migrate);
+    tests copy it so they stay independent."""
+    import mlflow
+    from mlflow.tracking import MlflowClient
+
+    path = tmp_path_factory.mktemp("mlflow") / "template.db"
+    uri = f"sqlite:///{path}"
+    MlflowClient(tracking_uri=uri).search_experiments()
+    mlflow.set_tracking_uri(None)
+    return str(path)
+
+
+@pytest.fixture
+def mlflow_uri(mlflow_db, tmp_path, monkeypatch) -> str:
+    db = tmp_path / "mlflow.db"
+    shutil.copy(mlflow_db, db)
+    uri = f"sqlite:///{db}"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.delenv("MPS_NO_MLFLOW", raising=False)
+    return uri
+
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> Path:
+    """Prepared tiny Fashion-MNIST subset (real images from the Debian package)."""
+    if not FMNIST.is_dir():
+        pytest.skip("dataset-fashion-mnist is not installed (make setup installs it)")
+    from mps.data import prepare_dataset
+
+    out = tmp_path_factory.mktemp("data") / "fashion-mnist"
+    prepare_dataset(tiny_params().data, out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_pretrained(tiny_data, tmp_path_factory) -> Path:
+    """A briefly trained resnet8 checkpoint (the tiny profile's pretrain settings)."""
+    from mps.stages.pretrain import run
+    from mps.tracking import NullTracker
+
+    out = tmp_path_factory.mktemp("pretrain")
+    run(tiny_params(), tiny_data, out, out / "work", NullTracker())
+    return out / "model.pt"
+
+
+@pytest.fixture(scope="session")
+def tiny_supernet(tiny_pretrained, tmp_path_factory) -> Path:
+    """A converted (not adapted) supernet checkpoint of the tiny pretrained model; stages
+    downstream of adapt accept any supernet checkpoint, so their tests need not adapt."""
+    from mps.artifacts import provenance
+    from mps.stages.common import hardware_profile
+    from mps.stages.pretrain import load_pretrained
+    from mps.supernet import convert_to_supernet, save_supernet
+
+    params = tiny_params()
+    model, ckpt = load_pretrained(tiny_pretrained)
+    profile = hardware_profile(params)
+    meta = {"model_name": ckpt["model_name"], "model_id": ckpt["model_id"], "num_classes": ckpt["num_classes"],
+            "data_fingerprint": ckpt["data_fingerprint"]}
+    supernet = convert_to_supernet(model, params.space, profile, tuple(ckpt["image_shape"]), meta)
+    path = tmp_path_factory.mktemp("adapt") / "supernet.pt"
+    save_supernet(path, supernet, params.space, profile, provenance(params.digest()))
+    return path
+
+
+@pytest.fixture(autouse=True)
+def _torch_threads():
+    torch.set_num_threads(2)
+    yield

@@ -1,0 +1,20 @@
+rule adapt:
+    input:
+        data=OUT + "/data/{dataset}",
+        pretrained=run_dir("pretrain") + "/model.pt",
+    output:
+        supernet=run_dir("adapt") + "/supernet.pt",
+        metrics=run_dir("adapt") + "/metrics.json",
+    params:
+        digest=section_digest("seed", "space", "adapt", "hardware_profile", "device"),
+        out=run_dir("adapt"),
+    log:
+        OUT + "/logs/adapt/{dataset}-{model}-s{seed}.log",
+    benchmark:
+        OUT + "/benchmarks/adapt/{dataset}-{model}-s{seed}.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=240,
+    shell:
+        stage_cmd("adapt") + " --data {input.data} --pretrained {input.pretrained} --out {params.out} > {log} 2>&1"
