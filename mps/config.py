@@ -166,6 +166,8 @@ class EvaluateConfig(_Section):
     repeats: int = Field(default=3, gt=0)
     batch_size: int = Field(default=512, gt=0)
     max_test_examples: int | None = Field(default=None, gt=0)
+    # training batches (of 128) that re-estimate a sub-network's BatchNorm statistics before it is scored
+    bn_recalibration_batches: int = Field(default=8, ge=0)
 
     @field_validator("drift_times")
     @classmethod
@@ -206,6 +208,10 @@ class SearchConfig(_Section):
     baselines: list[Literal["fp32", "int8", "analog", "greedy", "random", "nsga2"]] = Field(
         default_factory=lambda: ["fp32", "int8", "analog", "greedy", "random", "nsga2"]
     )
+    # mappings drawn from the learned alphas to choose MPS's extraction candidates (cost model only, no evaluations)
+    extraction_samples: int = Field(default=512, gt=0)
+    # NSGA-II population size; None = budget // 4 clamped to [4, 50], so a small budget still sees generations
+    nsga2_population: int | None = Field(default=None, gt=1)
 
     @field_validator("objectives")
     @classmethod
@@ -220,6 +226,8 @@ class SearchConfig(_Section):
 class ReportConfig(_Section):
     max_acc_drop: float = Field(default=1.0, ge=0)
     maximize: Literal["analog_mac_ratio", "accuracy"] = "analog_mac_ratio"
+    # mapping drawn in layers.png; None = the one meeting the constraint (else the most accurate at the reference time)
+    layers_mapping: str | None = Field(default=None, min_length=1)
 
 
 class MlflowConfig(_Section):

@@ -1,7 +1,7 @@
 """Shared fixtures: a tiny real data set (Fashion-MNIST subset), a tiny pretrained model and a
 tiny supernet, built once per test session; and an isolated MLflow store per test session.
 
-The tiny profile (``profiles/params-tiny.yaml``) is what the end-to-end tests run too.
+The tiny profile (``config/params-tiny.yaml``) is what the end-to-end tests run too.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-TINY_PARAMS = REPO / "profiles" / "params-tiny.yaml"
+TINY_PARAMS = REPO / "config" / "params-tiny.yaml"
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
 os.environ.setdefault("MPS_NO_PROGRESS", "1")

@@ -35,4 +35,4 @@ def stage_cmd(stage):
 
 
 def all_targets():
-    return expand(run_dir("pretrain") + "/metrics.json", dataset=DATASETS, model=MODELS, seed=SEEDS)
+    return expand(run_dir("report") + "/report.html", dataset=DATASETS, model=MODELS, seed=SEEDS)
