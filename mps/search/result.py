@@ -1,0 +1,53 @@
+"""What a searcher returns, and the one rule every method uses to report its mappings.
+
+Every method - MPS and each baseline - reports the non-dominated subset of everything it
+evaluated, thinned to at most ``search.pareto_size`` points by crowding distance
+(:func:`mps.pareto.select_pareto_subset`).  Using one rule for all keeps the comparison
+about the search, not about how each method chose what to show.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from mps.pareto import select_pareto_subset
+from mps.search.objectives import Evaluation, ObjectiveEvaluator
+
+
+@dataclass
+class SearchResult:
+    """A method's outcome: all it evaluated, the mappings it reports, and its accounting."""
+
+    method: str
+    evaluations: list[Evaluation]
+    selected: list[Evaluation]
+    evaluations_used: int
+    seconds: float = 0.0
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+def select_nondominated(evaluator: ObjectiveEvaluator, evaluations: Sequence[Evaluation], k: int,
+                        seed: int) -> list[Evaluation]:
+    """Up to ``k`` non-dominated evaluations (distinct mappings), best accuracy first.
+
+    The order (accuracy descending, then mapping text) is what names the files
+    ``<method>-00``, ``-01``, ...: deterministic for the same evaluations.
+    """
+    unique: dict[str, Evaluation] = {}
+    for e in evaluations:
+        unique.setdefault(e.key, e)
+    items = sorted(unique.values(), key=lambda e: e.key)
+    if not items:
+        return []
+    chosen = select_pareto_subset(evaluator.matrix(items), k, seed, first_front_only=True)
+    picked = [items[i] for i in chosen]
+    return sorted(picked, key=lambda e: (-e.accuracy, e.key))
+
+
+def finish(method: str, evaluator: ObjectiveEvaluator, k: int, seed: int, **details: Any) -> SearchResult:
+    """The SearchResult of a method whose candidates are everything ``evaluator`` measured."""
+    evaluator.close()
+    history = list(evaluator.history)
+    return SearchResult(method, history, select_nondominated(evaluator, history, k, seed), evaluator.used,
+                        details=dict(details))
