@@ -474,13 +474,22 @@ def load_split(data_dir: str | Path, split: str, verify: bool = True) -> TensorD
 
 
 # =========================================================================== augmentation
+def black_fill(manifest: dict) -> torch.Tensor:
+    """Per-channel value of a black pixel after normalisation: the crop's padding colour, as
+    when padding happens before normalisation (Fashion-MNIST's background is black)."""
+    norm = manifest["normalization"]
+    return torch.tensor([-m / s for m, s in zip(norm["mean"], norm["std"])], dtype=torch.float32)
+
+
 def crop_padding(image_size: int) -> int:
     """Padding of the random crop: 4 px for 32x32 images (CIFAR), 2 px for smaller (Fashion-MNIST)."""
     return 4 if image_size >= 32 else 2
 
 
-def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int | None = None) -> torch.Tensor:
-    """Random crop (zero padding, in normalised space = the mean colour) + random horizontal flip.
+def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int | None = None,
+                  fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Random crop (padding with ``fill`` per channel, default 0 = the mean colour; pass
+    :func:`black_fill` to pad with black as torchvision does) + random horizontal flip.
 
     Vectorised over the batch (two gathers and one ``where``); all randomness comes from
     ``generator``, so a seeded generator gives the same batch every time.  ``padding``
@@ -495,7 +504,10 @@ def augment_batch(x: torch.Tensor, generator: torch.Generator, padding: int | No
     off_x = torch.randint(0, 2 * p + 1, (n,), generator=generator, device=gdev).to(x.device)
     flip = (torch.rand((n,), generator=generator, device=gdev) < 0.5).to(x.device)
     if p > 0:
-        padded = torch.nn.functional.pad(x, (p, p, p, p))
+        shift = fill.to(x).view(1, -1, 1, 1) if fill is not None else None
+        padded = torch.nn.functional.pad(x if shift is None else x - shift, (p, p, p, p))
+        if shift is not None:
+            padded = padded + shift
         rows = (off_y[:, None] + torch.arange(h, device=x.device)[None, :])  # (n, h)
         cols = (off_x[:, None] + torch.arange(w, device=x.device)[None, :])  # (n, w)
         padded = padded.gather(2, rows[:, None, :, None].expand(n, c, h, w + 2 * p))

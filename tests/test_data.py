@@ -451,3 +451,14 @@ def test_real_fashion_mnist(tmp_path):
     assert 0.2 < manifest["normalization"]["mean"][0] < 0.4  # real clothes on black: mean ~0.29
     x, y = data.load_split(tmp_path / "prep", "test").tensors
     assert x.shape == (100, 1, 28, 28) and torch.bincount(y).tolist() == [10] * 10
+
+
+def test_augment_pads_with_the_given_fill_per_channel():
+    x = torch.zeros(64, 2, 8, 8)
+    fill = torch.tensor([-1.5, 2.0])
+    out = data.augment_batch(x, torch.Generator().manual_seed(0), padding=2, fill=fill)
+    values = {(c, float(v)) for c in range(2) for v in out[:, c].unique()}
+    assert values <= {(0, 0.0), (0, -1.5), (1, 0.0), (1, 2.0)}
+    assert (0, -1.5) in values and (1, 2.0) in values
+    manifest = {"normalization": {"mean": [0.5], "std": [0.25]}}
+    assert torch.allclose(data.black_fill(manifest), torch.tensor([-2.0]))

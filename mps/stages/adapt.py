@@ -162,6 +162,7 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
     seed_everything(params.seed)
     supernet = build_supernet(params, pretrained_path, splits.manifest, profile)
     x_train, y_train = splits.train
+    fill = mdata.black_fill(splits.manifest)
     n_steps = steps_per_epoch(len(x_train), cfg.batch_size, cfg.max_steps_per_epoch)
     epochs = [("fairness", e) for e in range(cfg.fairness_epochs)] + [("noise", e) for e in range(cfg.noise_epochs)]
     optimizer = sgd(supernet.weight_parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -207,7 +208,7 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
                 rs = ramp_step_at(global_step, noise_total, cfg.noise_ramp)
                 apply_noise_fraction(supernet, {n: ramp_fraction(rs, cfg.noise_ramp, z.get(n, 1.0))
                                                 for n in analog_choice_layers(supernet)}, profile)
-            xb = mdata.augment_batch(x_train[idx], gen)
+            xb = mdata.augment_batch(x_train[idx], gen, fill=fill)
             loss, _ = fair_step(supernet, xb, y_train[idx], optimizer, gen, f"adapt {phase} epoch {epoch + 1}")
             scheduler.step()
             losses.append(loss)

@@ -40,6 +40,7 @@ def run(params: Params, data_dir: Path, out_dir: Path, work_dir: Path, tracker: 
     test = mdata.load_split(data_dir, "test")
     x_train, y_train = train.tensors
     c, h, _ = manifest["image_shape"]
+    fill = mdata.black_fill(manifest)
     num_classes = int(manifest["num_classes"])
 
     seed_everything(params.seed)
@@ -70,7 +71,7 @@ def run(params: Params, data_dir: Path, out_dir: Path, work_dir: Path, tracker: 
         for idx in progress(batches, f"pretrain epoch {epoch + 1}/{cfg.epochs}", total=n_steps):
             xb, yb = x_train[idx], y_train[idx]
             if cfg.augment:
-                xb = mdata.augment_batch(xb, gen)
+                xb = mdata.augment_batch(xb, gen, fill=fill)
             xb, yb = xb.to(device), yb.to(device)
             loss = F.cross_entropy(model(xb), yb, label_smoothing=cfg.label_smoothing)
             check_finite(loss, f"pretrain epoch {epoch + 1}")

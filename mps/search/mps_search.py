@@ -1,0 +1,248 @@
+"""MPS search (phase 3 of the paper): rank-preserving fine-tuning of the supernet's alphas.
+
+The adapted supernet holds, per choice layer, a vector of selection weights (alphas); a
+mapping's *score* is the sum over layers of ``log softmax(alpha)[operator]``
+(:meth:`Supernet.score`), i.e. its log-probability under the supernet's distribution.  The
+search makes that score order mappings the way their true multi-objective Pareto ranks do
+(accuracy under drift max, analog MAC ratio max, digital memory min, ...):
+
+1. round 0 samples sub-networks uniformly, later rounds from the current softmax(alpha);
+   each is evaluated (counted against the budget) and all evaluated mappings so far are
+   ranked by non-dominated sorting;
+2. only the alphas are fine-tuned (the operator weights stay frozen; the score does not
+   even depend on them) with a pairwise logistic loss: for every pair with
+   ``rank_i < rank_j``, ``-log sigmoid(score_i - score_j)`` (RankNet), Adam,
+   ``search.alpha_steps`` steps at ``search.alpha_lr``;
+3. after ``search.iterations`` rounds, a Pareto set is extracted: the argmax mapping, the
+   highest-scored mappings drawn from the learned distribution, and constrained variants
+   (the best-scored mapping reaching each of several analog-MAC-ratio levels; the best-scored
+   evaluated mapping within ``search.max_acc_drop`` of the best accuracy seen).  The
+   extraction candidates are evaluated in the budget's reserve; the method reports the
+   non-dominated set of everything it evaluated (:func:`mps.search.result.select_nondominated`).
+
+The alphas are restored after the search, so the supernet object is left as it was given
+(running the search twice gives the same result); the learned probabilities are returned.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from mps.config import SearchConfig
+from mps.pareto import pareto_ranks
+from mps.search.objectives import Evaluation, ObjectiveEvaluator, mapping_key
+from mps.search.result import SearchResult, finish
+
+
+# --------------------------------------------------------------------------- scores
+def index_table(supernet, mappings: Sequence[Mapping[str, str]]) -> torch.Tensor:
+    """(n_mappings, n_layers) operator indices, layer order = ``supernet.infos``."""
+    allowed = supernet.allowed
+    names = list(supernet.infos)
+    return torch.tensor([[allowed[n].index(m[n]) for n in names] for m in mappings], dtype=torch.long)
+
+
+def table_scores(alphas: Sequence[torch.Tensor], table: torch.Tensor) -> torch.Tensor:
+    """Scores of the mappings in ``table``: equal to ``supernet.score`` of each, vectorised."""
+    total = torch.zeros(table.shape[0])
+    for j, alpha in enumerate(alphas):
+        total = total + F.log_softmax(alpha, dim=0)[table[:, j]]
+    return total
+
+
+def ranked_pairs(ranks: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Index pairs (i, j) with ``rank_i < rank_j`` (i is better and should score higher)."""
+    r = torch.as_tensor(np.asarray(ranks), dtype=torch.long)
+    better = r[:, None] < r[None, :]
+    i, j = torch.nonzero(better, as_tuple=True)
+    return i, j
+
+
+def rank_preserving_loss(scores: torch.Tensor, ranks: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """Mean pairwise logistic loss ``-log sigmoid(s_i - s_j)`` over pairs with rank_i < rank_j.
+
+    Zero (with a gradient of zero) when every mapping has the same rank.
+    """
+    i, j = ranked_pairs(ranks)
+    if i.numel() == 0:
+        return scores.sum() * 0.0
+    return F.softplus(-(scores[i] - scores[j])).mean()
+
+
+def finetune_alphas(supernet, mappings: Sequence[Mapping[str, str]], ranks: np.ndarray, steps: int,
+                    lr: float) -> list[float]:
+    """Adam on the alphas only (weights frozen) to make scores follow ``ranks``; loss per step."""
+    alphas = supernet.alpha_parameters()
+    frozen = [(p, p.requires_grad) for p in supernet.weight_parameters()]
+    for p, _ in frozen:
+        p.requires_grad_(False)
+    for a in alphas:
+        a.requires_grad_(True)
+    table = index_table(supernet, mappings)
+    optimizer = torch.optim.Adam(alphas, lr=lr)
+    losses: list[float] = []
+    try:
+        for _ in range(steps):
+            optimizer.zero_grad(set_to_none=True)
+            loss = rank_preserving_loss(table_scores(alphas, table), ranks)
+            losses.append(float(loss.detach()))
+            if not loss.requires_grad or losses[-1] == 0.0:
+                break
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            losses.append(float(rank_preserving_loss(table_scores(alphas, table), ranks)))
+    finally:
+        for p, flag in frozen:
+            p.requires_grad_(flag)
+    return losses
+
+
+# --------------------------------------------------------------------------- sampling
+def sample_from_alphas(supernet, generator: torch.Generator) -> dict[str, str]:
+    """One mapping drawn from the supernet's distribution: per layer, softmax(alpha)."""
+    out = {}
+    with torch.no_grad():
+        for name, layer in supernet.choice_layers().items():
+            probs = F.softmax(layer.alphas.detach().float(), dim=0)
+            out[name] = layer.op_names[int(torch.multinomial(probs, 1, generator=generator))]
+    return out
+
+
+def _fresh(evaluator: ObjectiveEvaluator, draw, n: int, seen: set[str], attempts: int) -> list[dict[str, str]]:
+    """Up to ``n`` mappings from ``draw()`` that were not evaluated or drawn before."""
+    out = []
+    for _ in range(attempts):
+        if len(out) >= n:
+            break
+        m = draw()
+        key = mapping_key(m)
+        if key in seen or evaluator.is_cached(m):
+            continue
+        seen.add(key)
+        out.append(m)
+    return out
+
+
+def budget_plan(budget: int, iterations: int, pareto_size: int) -> tuple[list[int], int]:
+    """Evaluations per round and the reserve kept for the final extraction.
+
+    The reserve is ``pareto_size`` but at most a quarter of the budget (at least 1); the rest
+    is split evenly over the rounds (earlier rounds take the remainder), with at least two
+    mappings per round so that ranks can disagree.
+    """
+    reserve = min(pareto_size, max(1, budget // 4))
+    search = budget - reserve
+    rounds = min(iterations, search // 2)
+    if rounds <= 0:
+        return [], budget
+    base, extra = divmod(search, rounds)
+    return [base + (1 if r < extra else 0) for r in range(rounds)], reserve
+
+
+# --------------------------------------------------------------------------- extraction
+def extraction_candidates(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig,
+                          generator: torch.Generator) -> tuple[list[dict[str, str]], dict[str, str | None]]:
+    """Ordered candidates of the final Pareto extraction, and which rule picked what.
+
+    Order: the argmax mapping; then, alternating, the best-scored pool mapping reaching each
+    analog-MAC-ratio level (highest level first) and the next highest-scored pool mapping.
+    The pool is ``search.extraction_samples`` draws from the learned distribution (scored and
+    costed for free; only the candidates actually evaluated count).
+    """
+    argmax = supernet.argmax_mapping()
+    pool: dict[str, dict[str, str]] = {mapping_key(argmax): argmax}
+    for _ in range(cfg.extraction_samples):
+        m = sample_from_alphas(supernet, generator)
+        pool.setdefault(mapping_key(m), m)
+    members = list(pool.values())
+    with torch.no_grad():
+        scores = table_scores(supernet.alpha_parameters(), index_table(supernet, members)).numpy()
+    ratios = np.array([evaluator.costs(m)[1]["analog_mac_ratio"] for m in members])
+    by_score = sorted(range(len(members)), key=lambda i: (-scores[i], mapping_key(members[i])))
+
+    levels = max(1, cfg.pareto_size - 1)
+    constrained: list[int] = []
+    lo, hi = float(ratios.min()), float(ratios.max())
+    for q in np.linspace(hi, lo, levels + 1)[:-1] if hi > lo else [hi]:
+        best = next(i for i in by_score if ratios[i] >= q - 1e-12)
+        constrained.append(best)
+    order: list[dict[str, str]] = [argmax]
+    top = iter(by_score)
+    for c in constrained:
+        order.append(members[c])
+        order.append(members[next(top)])
+    order.extend(members[i] for i in top)
+    seen: set[str] = set()
+    unique = []
+    for m in order:
+        k = mapping_key(m)
+        if k not in seen:
+            seen.add(k)
+            unique.append(m)
+    return unique, {"argmax": mapping_key(argmax)}
+
+
+def accuracy_constrained_pick(supernet, evaluations: Sequence[Evaluation], max_acc_drop: float) -> Evaluation | None:
+    """Best-scored evaluated mapping within ``max_acc_drop`` points of the best accuracy seen."""
+    if not evaluations:
+        return None
+    best_acc = max(e.accuracy for e in evaluations)
+    ok = [e for e in evaluations if e.accuracy >= best_acc - max_acc_drop]
+    with torch.no_grad():
+        scores = table_scores(supernet.alpha_parameters(), index_table(supernet, [e.mapping for e in ok]))
+    return max(zip(scores.tolist(), ok), key=lambda t: (t[0], -t[1].index))[1]
+
+
+# --------------------------------------------------------------------------- search
+def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed: int,
+               log=print) -> SearchResult:
+    """Run the MPS search within ``evaluator``'s budget; the supernet's alphas are restored after."""
+    generator = torch.Generator().manual_seed(seed)
+    saved = [a.detach().clone() for a in supernet.alpha_parameters()]
+    rounds, reserve = budget_plan(evaluator.budget, cfg.iterations, cfg.pareto_size)
+    seen: set[str] = set()
+    round_log: list[dict[str, float]] = []
+    try:
+        for r, n in enumerate(rounds):
+            n = min(n, evaluator.remaining - reserve)
+            if r == 0:
+                draws = _fresh(evaluator, lambda: supernet.sample_mapping(generator), n, seen, 100 * n)
+            else:
+                draws = _fresh(evaluator, lambda: sample_from_alphas(supernet, generator), n, seen, 100 * n)
+                if len(draws) < n:  # the distribution has collapsed: explore uniformly for the rest
+                    draws += _fresh(evaluator, lambda: supernet.sample_mapping(generator), n - len(draws), seen,
+                                    100 * n)
+            for m in draws:
+                evaluator.evaluate(m)
+            history = evaluator.history
+            ranks = pareto_ranks(evaluator.matrix(history))
+            losses = finetune_alphas(supernet, [e.mapping for e in history], ranks, cfg.alpha_steps, cfg.alpha_lr)
+            round_log.append({"round": r + 1, "evaluated": len(history), "fronts": int(ranks.max()) + 1,
+                              "loss_start": losses[0], "loss_end": losses[-1]})
+            log(f"search mps: round {r + 1}/{len(rounds)}: {len(history)} evaluated, "
+                f"{int(ranks.max()) + 1} fronts, rank loss {losses[0]:.4f} -> {losses[-1]:.4f}")
+
+        candidates, picks = extraction_candidates(supernet, evaluator, cfg, generator)
+        extracted = 0
+        for m in candidates:
+            if evaluator.remaining <= 0:
+                break
+            if not evaluator.is_cached(m):
+                extracted += 1
+            evaluator.evaluate(m)
+        constrained = accuracy_constrained_pick(supernet, evaluator.history, cfg.max_acc_drop)
+        probabilities = {name: {op: round(float(p), 6) for op, p in zip(layer.op_names, layer.probabilities(1.0))}
+                         for name, layer in supernet.choice_layers().items()}
+        details = {"rounds": round_log, "reserve": reserve, "extraction_evaluations": extracted,
+                   "argmax": supernet.argmax_mapping(), "probabilities": probabilities,
+                   "accuracy_constrained": constrained.mapping if constrained else None}
+    finally:
+        with torch.no_grad():
+            for a, v in zip(supernet.alpha_parameters(), saved):
+                a.copy_(v)
+    return finish("mps", evaluator, cfg.pareto_size, seed, **details)

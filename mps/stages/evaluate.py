@@ -1,0 +1,393 @@
+"""Stage ``evaluate``: what every mapping really delivers over the life of the chip.
+
+For each mapping file of the search output (the Pareto set and every baseline, in file-name
+order) the stage builds the standalone model, then measures its test accuracy under PCM
+programming noise and drift with the shared evaluator (:func:`mps.evaluation.drift_accuracy_grid`):
+per repeat the analog tiles are programmed once and drifted from that state to each
+configured time; nothing is rebuilt per time point.  The hardware columns come from the cost
+model, with the hardware profile recorded in the supernet (the one its analog layers were
+built with).
+
+* A mapping whose layers are all ``fp32`` is the FP32 baseline.  The supernet holds no fp32
+  operator, so it is realised from the pretrained model instead; its BatchNorm statistics
+  are its own, so it is not recalibrated.  Every other mapping is extracted from the
+  supernet and its BN statistics re-estimated (the supernet's shared BN fits no single path).
+* Resumable: after each mapping its rows go into ``evaluate-partial.json`` in the work
+  folder (rewritten atomically); a rerun skips mappings already there when the inputs'
+  digest and the mapping file's checksum still match, and the folder is cleared at the end.
+* Outputs: ``results.csv`` (the paper's raw-data columns), ``drift.csv`` (mapping x drift
+  time x repeat) and ``metrics.json`` (per method: its best mapping at the reference time).
+  Per-mapping MLflow metrics are ``<mapping>.accuracy_<t>`` with ``t`` from
+  :func:`mps.units.drift_label` (``1s``, ``1h``, ``1d``, ``30d``, ``1y``).
+* Profiling: the time of model building, BN recalibration, programming, drift and
+  inference (and, inside those, of the aihwkit analog layers) is measured and printed as one
+  line at the end, and logged to MLflow (not to metrics.json, which must be reproducible).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch import nn
+
+from mps import evaluation
+from mps.artifacts import ArtifactError, atomic_write_json, atomic_write_text, read_json, sha256_file
+from mps.config import Params
+from mps.cost_model import mapping_costs, parse_hardware_profile
+from mps.evaluation import EvalSet
+from mps.runtime import progress
+from mps.stages.common import eval_set, load_splits
+from mps.supernet import MappingFile, check_layers, extract, load_mapping, load_supernet, realize
+from mps.supernet.analog import analog_layers
+from mps.supernet.mapping import MappingError
+from mps.tracking import Tracker
+from mps.units import drift_label
+
+RESULT_COLUMNS = [
+    "Model", "Method", "Mapping", "Accuracy_percent", "Accuracy_mean", "Accuracy_std",
+    "Analog_Tile_Util_percent", "Analog_MAC_Ratio_percent", "Params_M", "Digital_Size_MB",
+    "Analog_Tiles", "Latency_ms", "Energy_uJ_per_sample",
+]
+DRIFT_COLUMNS = ["mapping", "method", "drift_time", "repeat", "accuracy"]
+PARTIAL_NAME = "evaluate-partial.json"
+PARTIAL_SCHEMA = "mps-evaluate-partial/1"
+FP32 = "fp32"
+
+
+# --------------------------------------------------------------------------- inputs
+@dataclass(frozen=True)
+class Candidate:
+    """One mapping file to evaluate, validated against the model."""
+
+    path: Path
+    mapping: MappingFile
+    checksum: str
+
+    @property
+    def name(self) -> str:
+        return self.mapping.name
+
+    @property
+    def is_fp32_baseline(self) -> bool:
+        return is_fp32_mapping(self.mapping.layers)
+
+
+def is_fp32_mapping(layers: dict[str, str]) -> bool:
+    return bool(layers) and all(op == FP32 for op in layers.values())
+
+
+def mapping_paths(mappings_dir: Path) -> list[Path]:
+    """The mapping files of a search output, sorted by file name."""
+    if not mappings_dir.is_dir():
+        raise ArtifactError(f"{mappings_dir}: mapping folder not found; fix: run 'mps search' first or pass --mappings")
+    paths = sorted(p for p in mappings_dir.glob("*.json") if p.is_file())
+    if not paths:
+        raise ArtifactError(f"{mappings_dir}: no mapping files (*.json); fix: rerun 'mps search'")
+    return paths
+
+
+def load_candidates(mappings_dir: Path, model_id: str, allowed: dict[str, list[str]]) -> list[Candidate]:
+    """Read and validate every mapping before any work (so a bad file fails first, not last)."""
+    out: list[Candidate] = []
+    seen: dict[str, Path] = {}
+    for path in mapping_paths(mappings_dir):
+        mapping = load_mapping(path, model_id)
+        if is_fp32_mapping(mapping.layers):
+            check_layers(mapping.layers, {n: None for n in allowed}, model_id, source=str(path))
+        else:
+            check_layers(mapping.layers, allowed, model_id, source=str(path))
+        if mapping.name in seen:
+            raise MappingError(f"{path}: mapping name {mapping.name!r} is also used by {seen[mapping.name].name}; "
+                               "fix: give each mapping file a unique name")
+        seen[mapping.name] = path
+        out.append(Candidate(path, mapping, sha256_file(path)))
+    return out
+
+
+# --------------------------------------------------------------------------- profiling
+# Evaluator internals whose time is attributed to a category; drift_accuracy_grid looks them
+# up as module globals at call time, so wrapping them there measures exactly its phases.
+_EVALUATOR_PHASES = {
+    "recalibrate_batchnorm": "bn_recalibration",
+    "program_analog": "programming",
+    "reset_programming": "programming",
+    "drift_analog": "drift",
+    "evaluate_accuracy": "inference",
+}
+
+
+class EvalProfile:
+    """Wall time per phase of the evaluation, and of aihwkit's analog layers inside them."""
+
+    CATEGORIES = ("build", "bn_recalibration", "programming", "drift", "inference", "analog_forward")
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = defaultdict(float)
+
+    @contextlib.contextmanager
+    def section(self, category: str) -> Iterator[None]:
+        t0 = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[category] += time.perf_counter() - t0
+
+    def _timed(self, fn: Callable, category: str) -> Callable:
+        def wrapper(*args, **kwargs):
+            with self.section(category):
+                return fn(*args, **kwargs)
+        return wrapper
+
+    @contextlib.contextmanager
+    def instrument(self, model: nn.Module) -> Iterator[None]:
+        """Time the evaluator's phases and the analog layers' forward passes of ``model``."""
+        originals = {name: getattr(evaluation, name) for name in _EVALUATOR_PHASES if hasattr(evaluation, name)}
+        started: dict[int, float] = {}
+
+        def pre(module, _inputs):
+            started[id(module)] = time.perf_counter()
+
+        def post(module, _inputs, _output):
+            self.seconds["analog_forward"] += time.perf_counter() - started.pop(id(module), time.perf_counter())
+
+        handles = []
+        for layer in analog_layers(model):
+            handles += [layer.register_forward_pre_hook(pre), layer.register_forward_hook(post)]
+        try:
+            for name, fn in originals.items():
+                setattr(evaluation, name, self._timed(fn, _EVALUATOR_PHASES[name]))
+            yield
+        finally:
+            for name, fn in originals.items():
+                setattr(evaluation, name, fn)
+            for h in handles:
+                h.remove()
+
+    def as_metrics(self) -> dict[str, float]:
+        return {f"timing.{c}_seconds": round(self.seconds.get(c, 0.0), 3) for c in self.CATEGORIES}
+
+    def summary(self, total: float, evaluated: int, skipped: int) -> str:
+        s = self.seconds
+        inference = s.get("inference", 0.0) + s.get("bn_recalibration", 0.0)
+        analog = s.get("analog_forward", 0.0)
+        accounted = sum(s.get(c, 0.0) for c in self.CATEGORIES if c != "analog_forward")
+        share = f" = {100 * analog / inference:.0f} % of forward time" if inference > 0 else ""
+        return (f"evaluate timing: {total:.1f} s for {evaluated} mapping(s) ({skipped} resumed); "
+                f"inference {s.get('inference', 0.0):.1f} s, BN recalibration {s.get('bn_recalibration', 0.0):.1f} s, "
+                f"programming {s.get('programming', 0.0):.1f} s, drift {s.get('drift', 0.0):.1f} s, "
+                f"model build {s.get('build', 0.0):.1f} s, other {max(0.0, total - accounted):.1f} s; "
+                f"aihwkit analog layers {analog:.1f} s{share}")
+
+
+# --------------------------------------------------------------------------- resume state
+class PartialResults:
+    """Per-mapping results of an unfinished run, in the work folder (outside the outputs)."""
+
+    def __init__(self, work_dir: Path, key: str):
+        self.path = Path(work_dir) / PARTIAL_NAME
+        self.key = key
+        self.done: dict[str, dict[str, Any]] = {}
+
+    def load(self, log: Callable[[str], None] = print) -> "PartialResults":
+        if not self.path.exists():
+            return self
+        try:
+            raw = read_json(self.path, "evaluate resume file")
+        except ArtifactError as exc:
+            log(f"evaluate: warning: ignoring resume file: {exc}")
+            return self
+        if not isinstance(raw, dict) or raw.get("schema") != PARTIAL_SCHEMA or not isinstance(raw.get("done"), dict):
+            log(f"evaluate: warning: {self.path} is not an evaluate resume file; starting fresh")
+        elif raw.get("key") != self.key:
+            log(f"evaluate: note: {self.path} was written for other inputs or params; starting fresh")
+        else:
+            self.done = raw["done"]
+        return self
+
+    def get(self, candidate: Candidate) -> dict[str, Any] | None:
+        record = self.done.get(candidate.name)
+        if record is None or record.get("checksum") != candidate.checksum:
+            return None
+        return record
+
+    def add(self, candidate: Candidate, record: dict[str, Any]) -> None:
+        self.done[candidate.name] = {"checksum": candidate.checksum, **record}
+        atomic_write_json(self.path, {"schema": PARTIAL_SCHEMA, "key": self.key, "done": self.done})
+
+    def clear(self) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            self.path.unlink()
+        with contextlib.suppress(OSError):
+            self.path.parent.rmdir()  # only if empty: the folder may hold nothing of ours
+
+
+def inputs_key(params: Params, supernet_path: Path, pretrained_path: Path, data_fingerprint: str) -> str:
+    """What a finished mapping's numbers depend on besides its own file."""
+    blob = json.dumps({
+        "seed": params.seed, "device": params.device, "evaluate": params.evaluate.model_dump(mode="json"),
+        "supernet": sha256_file(supernet_path), "pretrained": sha256_file(pretrained_path),
+        "data": data_fingerprint,
+    }, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------- one mapping
+def build_model(candidate: Candidate, supernet, pretrained_path: Path, profile) -> nn.Module:
+    """The standalone model of a mapping (FP32 baseline from the pretrained model)."""
+    if candidate.is_fp32_baseline:
+        from mps.stages.pretrain import load_pretrained
+
+        model, ckpt = load_pretrained(pretrained_path)
+        return realize(model, candidate.mapping.layers, profile, tuple(ckpt["image_shape"])).eval()
+    return extract(supernet, candidate.mapping.layers)
+
+
+def evaluate_grid(model: nn.Module, data: EvalSet, drift_times: list[float], repeats: int, seed: int,
+                  recalibrate: bool) -> np.ndarray:
+    """Accuracy (%) per repeat x drift time, by the shared evaluator."""
+    return evaluation.drift_accuracy_grid(model, data, drift_times, repeats, seed, recalibrate=recalibrate)
+
+
+def result_row(model_name: str, candidate: Candidate, grid: np.ndarray, drift_times: list[float],
+               reference_time: float, costs) -> dict[str, Any]:
+    j = drift_times.index(reference_time)
+    mean, std = float(grid[:, j].mean()), float(grid[:, j].std())
+    row = {"Model": model_name, "Method": candidate.mapping.method, "Mapping": candidate.name,
+           "Accuracy_percent": f"{mean:.2f}±{std:.2f}", "Accuracy_mean": round(mean, 4), "Accuracy_std": round(std, 4)}
+    for key, value in costs.as_row().items():
+        row[key] = int(value) if key == "Analog_Tiles" else round(float(value), 6)
+    return row
+
+
+def drift_rows(candidate: Candidate, grid: np.ndarray, drift_times: list[float]) -> list[dict[str, Any]]:
+    return [{"mapping": candidate.name, "method": candidate.mapping.method, "drift_time": float(t),
+             "repeat": r, "accuracy": round(float(grid[r, j]), 4)}
+            for r in range(grid.shape[0]) for j, t in enumerate(drift_times)]
+
+
+def mapping_metrics(name: str, grid: np.ndarray, drift_times: list[float], costs) -> dict[str, float]:
+    """MLflow metrics of one mapping: ``<mapping>.accuracy_<t>`` (+ ``_std``) and its hardware costs."""
+    out: dict[str, float] = {}
+    for j, t in enumerate(drift_times):
+        out[f"{name}.accuracy_{drift_label(t)}"] = float(grid[:, j].mean())
+        out[f"{name}.accuracy_{drift_label(t)}_std"] = float(grid[:, j].std())
+    for key, value in costs.to_dict().items():
+        out[f"{name}.{key}"] = float(value)
+    return out
+
+
+# --------------------------------------------------------------------------- summaries
+def method_metrics(results: pd.DataFrame, drift: pd.DataFrame, drift_times: list[float],
+                   reference_time: float) -> dict[str, dict[str, float]]:
+    """Per method, its best mapping at the reference time: accuracy (mean/std) at every drift
+    time and its hardware costs.  The FP32 baseline is drift-free: ``fp32.accuracy``."""
+    ref = drift_label(reference_time)
+    out: dict[str, dict[str, float]] = {}
+    means = drift.groupby(["mapping", "drift_time"])["accuracy"].agg(["mean", "std"])
+    for method, group in results.groupby("Method", sort=True):
+        best = group.sort_values(["Accuracy_mean", "Mapping"], ascending=[False, True]).iloc[0]
+        if method == FP32:
+            out[method] = {"accuracy": round(float(best["Accuracy_mean"]), 4)}
+            continue
+        entry = {}
+        for t in drift_times:
+            m = means.loc[(best["Mapping"], float(t))]
+            entry[f"accuracy_{drift_label(t)}"] = round(float(m["mean"]), 4)
+        entry[f"accuracy_{ref}_std"] = round(float(best["Accuracy_std"]), 4)
+        entry["analog_mac_ratio_percent"] = round(float(best["Analog_MAC_Ratio_percent"]), 4)
+        entry["digital_size_mb"] = round(float(best["Digital_Size_MB"]), 6)
+        entry["mappings"] = int(len(group))
+        out[str(method)] = entry
+    return out
+
+
+def flat_metrics(nested: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {f"{method}.{k}": float(v) for method, entry in nested.items() for k, v in entry.items()}
+
+
+# --------------------------------------------------------------------------- stage
+def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Path, mappings_dir: Path,
+        out_dir: Path, work_dir: Path, tracker: Tracker) -> dict:
+    cfg = params.evaluate
+    t_start = time.perf_counter()
+    drift_times = [float(t) for t in cfg.drift_times]
+
+    # ---- inputs, all checked before any work or output
+    supernet, ckpt = load_supernet(supernet_path)
+    model_id = str(supernet.meta.get("model_id"))
+    from mps.stages.pretrain import load_pretrained  # noqa: PLC0415 - heavy import chain, stage-local
+
+    _, pre_ckpt = load_pretrained(pretrained_path)
+    if pre_ckpt.get("model_id") != model_id:
+        raise ArtifactError(f"{pretrained_path}: pretrained model is {pre_ckpt.get('model_id')!r} but the supernet "
+                            f"is {model_id!r}; fix: pass the checkpoint the supernet was adapted from")
+    splits = load_splits(data_dir)
+    fingerprint = splits.manifest["fingerprint"]
+    if supernet.meta.get("data_fingerprint") not in (None, fingerprint):
+        raise ArtifactError(f"{supernet_path}: supernet was trained on other data (fingerprint "
+                            f"{supernet.meta.get('data_fingerprint')} != {fingerprint}); fix: pass its data folder")
+    candidates = load_candidates(mappings_dir, model_id, supernet.allowed)
+    profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
+    layers = list(supernet.infos.values())
+    costs_of = {c.name: mapping_costs(layers, c.mapping.layers, profile) for c in candidates}
+    data = eval_set(splits, "test", cfg.max_test_examples, params.seed, cfg.batch_size,
+                    calib_batches=cfg.bn_recalibration_batches)
+
+    tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
+                        "mappings": len(candidates), "test_examples": len(data.x),
+                        **{f"evaluate.{k}": v for k, v in cfg.model_dump().items()}})
+    partial = PartialResults(work_dir, inputs_key(params, supernet_path, pretrained_path, fingerprint)).load()
+    profile_t = EvalProfile()
+    model_name = str(supernet.meta.get("model_name", params.model.name))
+    results, drifts = [], []
+    evaluated, resumed = [], []
+    for candidate in progress(candidates, "evaluate mappings", total=len(candidates)):
+        costs = costs_of[candidate.name]
+        record = partial.get(candidate)
+        if record is not None:
+            grid = np.asarray(record["grid"], dtype=float)
+            resumed.append(candidate.name)
+        else:
+            with profile_t.section("build"):
+                model = build_model(candidate, supernet, pretrained_path, profile)
+            with profile_t.instrument(model):
+                grid = evaluate_grid(model, data, drift_times, cfg.repeats, params.seed,
+                                     recalibrate=not candidate.is_fp32_baseline)
+            del model
+            partial.add(candidate, {"grid": grid.tolist()})
+            evaluated.append(candidate.name)
+        results.append(result_row(model_name, candidate, grid, drift_times, cfg.reference_time, costs))
+        drifts += drift_rows(candidate, grid, drift_times)
+        tracker.log_metrics(mapping_metrics(candidate.name, grid, drift_times, costs))
+        ref = drift_times.index(cfg.reference_time)
+        print(f"evaluate: {candidate.name} ({candidate.mapping.method}): "
+              f"{grid[:, ref].mean():.2f}±{grid[:, ref].std():.2f} % at {drift_label(cfg.reference_time)}, "
+              f"analog MACs {costs.analog_mac_ratio_percent:.1f} %" + (" [resumed]" if record is not None else ""))
+
+    results_df = pd.DataFrame(results, columns=RESULT_COLUMNS)
+    drift_df = pd.DataFrame(drifts, columns=DRIFT_COLUMNS)
+    metrics = method_metrics(results_df, drift_df, drift_times, cfg.reference_time)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "results.csv", results_df.to_csv(index=False))
+    atomic_write_text(out_dir / "drift.csv", drift_df.to_csv(index=False))
+    atomic_write_json(out_dir / "metrics.json", metrics)
+    partial.clear()
+
+    total = time.perf_counter() - t_start
+    tracker.log_metrics({**flat_metrics(metrics), **profile_t.as_metrics(), "evaluate_seconds": round(total, 3)})
+    for name in ("results.csv", "drift.csv", "metrics.json"):
+        tracker.log_artifact(out_dir / name)
+    line = profile_t.summary(total, len(evaluated), len(resumed))
+    print(line)
+    return {"metrics": metrics, "evaluated": evaluated, "resumed": resumed,
+            "timing": {**profile_t.as_metrics(), "evaluate_seconds": round(total, 3)}, "summary": line}
