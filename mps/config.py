@@ -150,7 +150,13 @@ class AdaptConfig(_Section):
 class CalibrateConfig(_Section):
     drift_times: list[float] = Field(default_factory=lambda: [86400.0])
     repeats: int = Field(default=2, gt=0)
+    # caps the scoring batches (of batch_size) per sub-network; null = all val_examples
     max_batches: int | None = Field(default=None, gt=0)
+    # seeded subset of the validation split each layer is scored on (null = the whole split)
+    val_examples: int | None = Field(default=1000, gt=0)
+    batch_size: int = Field(default=512, gt=0)
+    # training batches (of 128) that re-estimate a sub-network's BatchNorm statistics before it is scored
+    bn_recalibration_batches: int = Field(default=8, ge=0)
 
     @field_validator("drift_times")
     @classmethod
@@ -208,6 +214,8 @@ class SearchConfig(_Section):
     baselines: list[Literal["fp32", "int8", "analog", "greedy", "random", "nsga2"]] = Field(
         default_factory=lambda: ["fp32", "int8", "analog", "greedy", "random", "nsga2"]
     )
+    # training batches (of 128) that re-estimate a sub-network's BN statistics before it is scored; 0 = none
+    bn_recalibration_batches: int = Field(default=8, ge=0)
     # mappings drawn from the learned alphas to choose MPS's extraction candidates (cost model only, no evaluations)
     extraction_samples: int = Field(default=512, gt=0)
     # NSGA-II population size; None = budget // 4 clamped to [4, 50], so a small budget still sees generations

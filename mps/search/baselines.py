@@ -44,7 +44,7 @@ def fp32_mapping(supernet) -> dict[str, str]:
 def fp32_baseline(evaluator: ObjectiveEvaluator, supernet, build_fp32: Callable[[], nn.Module], k: int,
                   seed: int) -> SearchResult:
     """The pretrained model, all layers 'fp32' (``build_fp32`` realises it); one evaluation."""
-    evaluator.evaluate(fp32_mapping(supernet), build=build_fp32)
+    evaluator.evaluate(fp32_mapping(supernet), build=build_fp32, recalibrate=False)
     return finish(FP32, evaluator, k, seed)
 
 
@@ -95,7 +95,7 @@ def sensitivity_order(table: pd.DataFrame, supernet, drift_time: float, source: 
     rows = table[table["drift_time"] == nearest]
     drops = rows.groupby("layer", sort=False)["mean_drop"].mean().to_dict()
     layers = list(supernet.infos)
-    unknown = [n for n in drops if n not in supernet.infos]
+    unknown = [n for n in dict.fromkeys(table["layer"]) if n not in supernet.infos]
     analog_layers = [n for n in layers if "analog" in supernet.allowed[n]]
     absent = [n for n in analog_layers if n not in drops]
     if unknown or absent:

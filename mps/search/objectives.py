@@ -28,7 +28,7 @@ import numpy as np
 from torch import nn
 
 from mps.cost_model import MappingCosts, mapping_costs
-from mps.evaluation import EvalSet, accuracy_at
+from mps.evaluation import EvalSet, drift_accuracy_grid
 from mps.pareto import objective_senses, to_minimization
 
 OBJECTIVE_KEYS = ("accuracy", "analog_mac_ratio", "digital_size_mb", "energy_uj", "latency_ms")
@@ -126,8 +126,14 @@ class ObjectiveEvaluator:
         costs = mapping_costs(self._layers, mapping, self.profile)
         return costs, cost_objectives(costs)
 
-    def evaluate(self, mapping: Mapping[str, str], build: Callable[[], nn.Module] | None = None) -> Evaluation:
-        """Objectives of ``mapping``; counts one evaluation unless it was measured before."""
+    def evaluate(self, mapping: Mapping[str, str], build: Callable[[], nn.Module] | None = None,
+                 recalibrate: bool = True) -> Evaluation:
+        """Objectives of ``mapping``; counts one evaluation unless it was measured before.
+
+        ``build`` makes the model instead of extracting it from the supernet (the FP32
+        baseline, realised from the pretrained model, whose BN statistics are its own:
+        pass ``recalibrate=False`` for it, as the evaluate stage does).
+        """
         key = mapping_key(mapping)
         hit = self._cache.get(key)
         if hit is not None:
@@ -142,7 +148,9 @@ class ObjectiveEvaluator:
             model = extract(self.supernet, mapping)
         else:
             model = build()
-        accuracy, _ = accuracy_at(model, self.data, self.drift_time, 1, mapping_seed(mapping, self.seed))
+        grid = drift_accuracy_grid(model, self.data, [self.drift_time], 1, mapping_seed(mapping, self.seed),
+                                   recalibrate=recalibrate)
+        accuracy = float(grid[0, 0])
         del model
         result = Evaluation(mapping, {"accuracy": float(accuracy), **cost_obj}, costs, self.used)
         self.history.append(result)

@@ -1,0 +1,393 @@
+"""Stage ``report``: the paper-style table, three plots and a Markdown/HTML report.
+
+Reads what the earlier stages wrote (evaluate's ``results.csv``/``drift.csv``, search's
+``pareto.csv``, ``search.json`` and mapping files, calibrate's ``sensitivity.csv``) and
+writes ``pareto.png``, ``drift.png``, ``layers.png``, ``report.md`` and ``report.html``.
+
+* The user's constraint (``report.max_acc_drop`` points below FP32 at
+  ``evaluate.reference_time``, maximising ``report.maximize``) picks one mapping among the
+  evaluated ones (the FP32 reference itself excluded); if none meets it the report says so.
+* Each method's hypervolume and search time come from ``search.json`` (validation
+  estimates, as searched); the report adds the hypervolume of each method's *measured* test
+  results at the reference time, with the same fixed bounds and reference point
+  (:func:`mps.pareto.report_bounds`), so the methods are compared on the same data.
+* ``layers.png`` needs each layer's MACs: they are recomputed from the architecture
+  (``model.name`` on the data set's image shape, one traced forward pass), which is what the
+  supernet recorded; the mapping's layers are checked against them.
+* Deterministic: no timestamps; the same inputs give the same files.  The HTML is
+  self-contained (inline CSS, no JavaScript, no web fonts) and shows the PNGs by relative
+  path, so the folder can be moved or served as is.
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import pandas as pd
+
+from mps import plots
+from mps.artifacts import ArtifactError, atomic_write_text, read_json
+from mps.config import ConfigError, Params
+from mps.pareto import REPORT_OBJECTIVES, REPORT_SENSES, normalized_hypervolume, report_bounds, to_minimization
+from mps.stages.evaluate import DRIFT_COLUMNS, FP32, RESULT_COLUMNS
+from mps.supernet.mapping import MappingError, MappingFile, check_layers, load_mapping
+from mps.tracking import Tracker
+from mps.units import drift_label, drift_title
+
+SENSITIVITY_COLUMNS = ["layer", "drift_time", "mean_drop", "std_drop"]
+OUTPUTS = ("report.md", "report.html", "pareto.png", "drift.png", "layers.png")
+_MAXIMIZE_COLUMN = {"analog_mac_ratio": "Analog_MAC_Ratio_percent", "accuracy": "Accuracy_mean"}
+
+
+# --------------------------------------------------------------------------- inputs
+def read_table(path: Path, columns: Sequence[str] | None, what: str, producer: str) -> pd.DataFrame:
+    """A CSV input; with ``columns``, they must all be present (extra ones are kept)."""
+    if not path.is_file():
+        raise ArtifactError(f"{path}: {what} not found; fix: run '{producer}' first")
+    try:
+        df = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise ArtifactError(f"{path}: {what} is not a readable CSV ({str(exc).splitlines()[0]}); "
+                            f"fix: rerun '{producer}'") from None
+    if columns is not None:
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise ArtifactError(f"{path}: {what} lacks columns {', '.join(missing)}; fix: rerun '{producer}'")
+        if df.empty:
+            raise ArtifactError(f"{path}: {what} has no rows; fix: rerun '{producer}'")
+    return df
+
+
+def read_mappings(mappings_dir: Path) -> dict[str, MappingFile]:
+    if not mappings_dir.is_dir():
+        raise ArtifactError(f"{mappings_dir}: mapping folder not found; fix: run 'mps search' first")
+    out: dict[str, MappingFile] = {}
+    model_ids = set()
+    for path in sorted(mappings_dir.glob("*.json")):
+        mapping = load_mapping(path)
+        out[mapping.name] = mapping
+        model_ids.add(mapping.model_id)
+    if len(model_ids) > 1:
+        raise MappingError(f"{mappings_dir}: mappings for several models ({', '.join(sorted(model_ids))}); "
+                           "fix: keep one search output per folder")
+    return out
+
+
+def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            _flatten(f"{prefix}.{k}" if prefix else str(k), v, out)
+    else:
+        out[prefix] = obj
+    return out
+
+
+_HV_KEYS = {"hypervolume", "hv", "normalized_hypervolume"}
+
+
+def _is_time_key(part: str) -> bool:
+    return part in {"search_seconds", "seconds", "wall_seconds", "search_time", "search_time_s", "wall_s",
+                    "time_s"} or part.endswith("_seconds")
+
+
+def search_summary(summary: Any, methods: Sequence[str]) -> pd.DataFrame:
+    """Per method: hypervolume and search seconds, from search.json in any nesting
+    (``{"mps": {"hypervolume": ..}}``, ``{"methods": {...}}`` or flat ``"mps.hypervolume"``)."""
+    flat = _flatten("", summary, {}) if isinstance(summary, dict) else {}
+    known = set(methods)
+    rows: dict[str, dict[str, float]] = {}
+    for key, value in flat.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            continue
+        parts = key.split(".")
+        named = [p for p in parts if p in known]
+        if len(named) != 1:
+            continue
+        others = [p for p in parts if p != named[0]]
+        if not others:
+            continue
+        metric = others[-1]
+        if metric in _HV_KEYS:
+            rows.setdefault(named[0], {})["search_hypervolume"] = float(value)
+        elif _is_time_key(metric):
+            rows.setdefault(named[0], {}).setdefault("search_seconds", float(value))
+    return pd.DataFrame([{"Method": m, **rows.get(m, {})} for m in methods],
+                        columns=["Method", "search_hypervolume", "search_seconds"])
+
+
+# --------------------------------------------------------------------------- analysis
+def fp32_accuracy(results: pd.DataFrame) -> float | None:
+    rows = results[results["Method"] == FP32]
+    return float(rows["Accuracy_mean"].max()) if len(rows) else None
+
+
+def select_mapping(results: pd.DataFrame, fp32_acc: float | None, max_drop: float, maximize: str
+                   ) -> tuple[pd.Series | None, str]:
+    """The mapping meeting the constraint that maximises ``maximize`` (ties: accuracy, then
+    smaller digital memory, then name), and a sentence saying what was chosen or why not."""
+    if fp32_acc is None:
+        return None, ("No FP32 baseline among the evaluated mappings, so the accuracy-drop constraint cannot be "
+                      "checked; fix: keep 'fp32' in search.baselines.")
+    pool = results[results["Method"] != FP32].copy()
+    pool["drop"] = fp32_acc - pool["Accuracy_mean"]
+    ok = pool[pool["drop"] <= max_drop + 1e-9]
+    if ok.empty:
+        best = pool.sort_values(["drop", "Mapping"]).head(1)
+        closest = (f" The closest is {best.iloc[0]['Mapping']} ({best.iloc[0]['Method']}), "
+                   f"{best.iloc[0]['drop']:.2f} points below FP32.") if len(best) else ""
+        return None, (f"No mapping stays within {max_drop:g} points of FP32 ({fp32_acc:.2f} %).{closest}")
+    column = _MAXIMIZE_COLUMN[maximize]
+    chosen = ok.sort_values([column, "Accuracy_mean", "Digital_Size_MB", "Mapping"],
+                            ascending=[False, False, True, True]).iloc[0]
+    return chosen, (f"**{chosen['Mapping']}** ({chosen['Method']}) meets the constraint: "
+                    f"{chosen['Accuracy_percent']} % accuracy, {chosen['drop']:.2f} points below FP32 "
+                    f"({fp32_acc:.2f} %), with {chosen['Analog_MAC_Ratio_percent']:.1f} % of MACs on analog "
+                    f"and {chosen['Digital_Size_MB']:.4f} MB of digital weights "
+                    f"({len(ok)} of {len(pool)} mappings meet it).")
+
+
+def measured_hypervolumes(results: pd.DataFrame) -> dict[str, float]:
+    """Normalised hypervolume of each method's test results (accuracy, analog MAC ratio,
+    digital memory) with the fixed report bounds; FP32 size from the FP32 row or, without
+    one, from the largest parameter count at 4 bytes per weight."""
+    fp32_rows = results[results["Method"] == FP32]
+    fp32_mb = float(fp32_rows["Digital_Size_MB"].max()) if len(fp32_rows) else float(results["Params_M"].max() * 4)
+    if not math.isfinite(fp32_mb) or fp32_mb <= 0:
+        return {}
+    lower, upper = report_bounds(fp32_mb, REPORT_OBJECTIVES)
+    out = {}
+    for method, rows in results.groupby("Method", sort=True):
+        F = np.column_stack([rows["Accuracy_mean"] / 100.0, rows["Analog_MAC_Ratio_percent"] / 100.0,
+                             rows["Digital_Size_MB"]]).astype(float)
+        out[str(method)] = float(normalized_hypervolume(to_minimization(F, REPORT_SENSES), lower, upper))
+    return out
+
+
+def drift_table(drift: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
+    """Mapping x drift time: 'mean±std' over repeats, mappings in results order."""
+    times = sorted(float(t) for t in drift["drift_time"].unique())
+    rows = []
+    for _, r in results.iterrows():
+        stats = plots.drift_stats(drift[drift["mapping"] == r["Mapping"]])
+        row = {"Method": r["Method"], "Mapping": r["Mapping"]}
+        for t in times:
+            row[drift_label(t)] = (f"{stats.loc[t, 'mean']:.2f}±{stats.loc[t, 'std']:.2f}" if t in stats.index else "")
+        rows.append(row)
+    return pd.DataFrame(rows, columns=["Method", "Mapping", *[drift_label(t) for t in times]])
+
+
+def layer_macs(params: Params, layer_names: Sequence[str]) -> dict[str, int]:
+    """Each weight layer's MACs per sample, traced from the architecture on the data set's shape."""
+    from mps import data as mdata
+    from mps.models import build_model
+    from mps.supernet.convert import trace_layers
+
+    shape = tuple(mdata._IMAGE_SHAPES[params.data.dataset])  # noqa: SLF001 - the data module's shape table
+    model = build_model(params.model.name, in_channels=shape[0], num_classes=mdata.NUM_CLASSES, image_size=shape[1])
+    infos, _ = trace_layers(model, shape)
+    check_layers({n: "fp32" for n in layer_names}, {n: None for n in infos}, params.model.name,
+                 source="mapping of the layers plot")
+    return {n: int(info.macs) for n, info in infos.items()}
+
+
+def sensitivity_at(sensitivity: pd.DataFrame, reference_time: float) -> tuple[pd.Series, float | None]:
+    """Per-layer mean drop at the calibrated drift time closest (in log time) to the reference."""
+    if sensitivity.empty:
+        return pd.Series(dtype=float), None
+    times = np.array(sorted(sensitivity["drift_time"].astype(float).unique()))
+    t = float(times[np.argmin(np.abs(np.log(times) - math.log(reference_time)))])
+    rows = sensitivity[sensitivity["drift_time"].astype(float) == t]
+    return rows.set_index("layer")["mean_drop"].astype(float), t
+
+
+# --------------------------------------------------------------------------- rendering
+Block = tuple  # ("p", text) | ("table", DataFrame) | ("img", file, alt)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, (float, np.floating)):
+        if not math.isfinite(value):
+            return "–"
+        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return str(value)
+
+
+def markdown_table(df: pd.DataFrame) -> str:
+    def cell(v: Any) -> str:
+        return _fmt(v).replace("|", "\\|")
+
+    head = "| " + " | ".join(cell(c) for c in df.columns) + " |"
+    rule = "|" + "|".join("---" for _ in df.columns) + "|"
+    body = ["| " + " | ".join(cell(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join([head, rule, *body])
+
+
+def html_table(df: pd.DataFrame) -> str:
+    head = "".join(f"<th>{html.escape(_fmt(c))}</th>" for c in df.columns)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(v))}</td>" for v in row) + "</tr>"
+                   for row in df.itertuples(index=False))
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _md_inline(text: str) -> str:
+    return text
+
+
+def _html_inline(text: str) -> str:
+    """The few inline Markdown forms the report's sentences use: **bold** and `code`."""
+    out = html.escape(text)
+    parts = out.split("**")
+    out = "".join(f"<strong>{p}</strong>" if i % 2 else p for i, p in enumerate(parts))
+    parts = out.split("`")
+    return "".join(f"<code>{p}</code>" if i % 2 else p for i, p in enumerate(parts))
+
+
+def render_markdown(title: str, sections: list[tuple[str, list[Block]]]) -> str:
+    lines = [f"# {title}", ""]
+    for heading, blocks in sections:
+        lines += [f"## {heading}", ""]
+        for block in blocks:
+            if block[0] == "p":
+                lines += [_md_inline(block[1]), ""]
+            elif block[0] == "table":
+                lines += [markdown_table(block[1]), ""]
+            elif block[0] == "img":
+                lines += [f"![{block[2]}]({block[1]})", ""]
+    return "\n".join(lines).rstrip() + "\n"
+
+
+_CSS = """body{font-family:sans-serif;max-width:72em;margin:2em auto;padding:0 1em;color:#222;line-height:1.4}
+table{border-collapse:collapse;margin:0.5em 0 1.2em;font-size:0.9em}
+th,td{border:1px solid #ccc;padding:0.25em 0.6em;text-align:right}
+th{background:#f0f0f0}td:first-child,td:nth-child(2),th:first-child,th:nth-child(2){text-align:left}
+img{max-width:100%;border:1px solid #ddd;margin:0.5em 0}code{background:#f4f4f4;padding:0 0.2em}"""
+
+
+def render_html(title: str, sections: list[tuple[str, list[Block]]]) -> str:
+    parts = ["<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
+             f"<title>{html.escape(title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
+             f"<h1>{html.escape(title)}</h1>"]
+    for heading, blocks in sections:
+        parts.append(f"<h2>{html.escape(heading)}</h2>")
+        for block in blocks:
+            if block[0] == "p":
+                parts.append(f"<p>{_html_inline(block[1])}</p>")
+            elif block[0] == "table":
+                parts.append(html_table(block[1]))
+            elif block[0] == "img":
+                parts.append(f'<figure><img src="{html.escape(block[1])}" alt="{html.escape(block[2])}">'
+                             f"<figcaption>{html.escape(block[2])}</figcaption></figure>")
+    parts += ["</body>", "</html>"]
+    return "\n".join(parts) + "\n"
+
+
+# --------------------------------------------------------------------------- stage
+def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Path, out_dir: Path,
+        tracker: Tracker) -> dict:
+    cfg = params.report
+    reference_time = float(params.evaluate.reference_time)
+    ref = drift_label(reference_time)
+
+    # ---- inputs, all checked before any output
+    results = read_table(evaluate_dir / "results.csv", RESULT_COLUMNS, "results table", "mps evaluate")
+    drift = read_table(evaluate_dir / "drift.csv", DRIFT_COLUMNS, "drift table", "mps evaluate")
+    pareto = read_table(search_dir / "pareto.csv", None, "search Pareto table", "mps search")
+    summary = read_json(search_dir / "search.json", "search summary")
+    mappings = read_mappings(search_dir / "mappings")
+    sensitivity = read_table(calibrate_dir / "sensitivity.csv", SENSITIVITY_COLUMNS, "sensitivity table",
+                             "mps calibrate")
+    if reference_time not in set(drift["drift_time"].astype(float)):
+        raise ConfigError(f"{evaluate_dir / 'drift.csv'}: no results at evaluate.reference_time "
+                          f"{reference_time:g} s; fix: rerun 'mps evaluate' with the current params")
+    unknown = sorted(set(drift["mapping"]) - set(results["Mapping"]))
+    if unknown:
+        raise ArtifactError(f"{evaluate_dir / 'drift.csv'}: mappings {', '.join(unknown[:5])} are not in "
+                            "results.csv; fix: rerun 'mps evaluate'")
+
+    # ---- analysis
+    fp32_acc = fp32_accuracy(results)
+    chosen, verdict = select_mapping(results, fp32_acc, cfg.max_acc_drop, cfg.maximize)
+    methods = sorted(results["Method"].unique())
+    per_method = search_summary(summary, methods)
+    best = plots.best_per_method(results)
+    hv_test = measured_hypervolumes(results)
+    methods_table = pd.DataFrame({
+        "Method": methods,
+        "Mappings": [int((results["Method"] == m).sum()) for m in methods],
+        f"Best accuracy at {ref} (%)": [best.set_index("Method").loc[m, "Accuracy_percent"] for m in methods],
+        "Best mapping": [best.set_index("Method").loc[m, "Mapping"] for m in methods],
+        "Hypervolume (search, val)": per_method["search_hypervolume"].to_list(),
+        f"Hypervolume (test, {ref})": [hv_test.get(m, float("nan")) for m in methods],
+        "Search time (s)": per_method["search_seconds"].to_list(),
+    })
+
+    layer_name = cfg.layers_mapping or (chosen["Mapping"] if chosen is not None else
+                                        results.sort_values(["Accuracy_mean", "Mapping"],
+                                                            ascending=[False, True]).iloc[0]["Mapping"])
+    if layer_name not in mappings:
+        raise ConfigError(f"report.layers_mapping: no mapping named {layer_name!r} in {search_dir / 'mappings'}; "
+                          f"fix: use one of {', '.join(sorted(mappings)[:8])}")
+    layer_mapping = mappings[layer_name]
+    macs = layer_macs(params, list(layer_mapping.layers))
+    layer_df = pd.DataFrame([{"layer": n, "operator": layer_mapping.layers[n], "macs": macs[n]} for n in macs])
+    sens, sens_time = sensitivity_at(sensitivity, reference_time)
+
+    # ---- outputs
+    out_dir.mkdir(parents=True, exist_ok=True)
+    plots.pareto_plot(results, out_dir / "pareto.png", reference_time)
+    plots.drift_plot(drift, results, out_dir / "drift.png", reference_time)
+    plots.layers_plot(layer_df, out_dir / "layers.png",
+                      f"{layer_name} ({layer_mapping.method}): operator and MACs per layer", sens)
+
+    table = results[["Method", "Mapping", "Accuracy_percent", "Analog_MAC_Ratio_percent", "Digital_Size_MB",
+                     "Analog_Tiles", "Analog_Tile_Util_percent", "Params_M", "Latency_ms", "Energy_uJ_per_sample"]]
+    table = table.rename(columns={"Accuracy_percent": f"Accuracy_percent ({ref})"})
+    model_id = results["Model"].iloc[0]
+    title = f"MPS report: {model_id} on {params.data.dataset}, seed {params.seed}"
+    constraint = (f"Constraint: at most {cfg.max_acc_drop:g} points below FP32 at {drift_title(reference_time)} "
+                  f"of drift, maximising `{cfg.maximize}` (the FP32 reference itself excluded).")
+    op_counts = layer_df["operator"].value_counts().sort_index()
+    layers_text = (f"Layers of **{layer_name}** ({layer_mapping.method}): "
+                   + ", ".join(f"{n} × {op}" for op, n in op_counts.items())
+                   + (f"; red dots: each layer's analog sensitivity from calibrate at {drift_title(sens_time)}."
+                      if sens_time is not None else "."))
+    sections: list[tuple[str, list[Block]]] = [
+        ("Selected mapping", [("p", constraint), ("p", verdict)]),
+        (f"Results at {drift_title(reference_time)} of drift",
+         [("p", f"Test accuracy as mean±std over {int(drift['repeat'].nunique())} PCM noise repeats; hardware "
+                "columns from the cost model (per sample)."), ("table", table)]),
+        ("Methods", [("p", "Hypervolume: normalised, same bounds and reference point for every method "
+                           "(accuracy, analog MAC ratio, digital memory). The search value is the method's own "
+                           "validation estimate from search.json; the test value uses the results above."),
+                     ("table", methods_table)]),
+        ("Pareto front", [("img", "pareto.png", "Accuracy vs analog MAC ratio; colour: digital memory (MB)")]),
+        ("Accuracy over drift time", [("img", "drift.png", "Accuracy vs drift time, best mapping per method"),
+                                      ("table", drift_table(drift, results))]),
+        ("Layers of the selected mapping", [("p", layers_text), ("img", "layers.png", f"Operators of {layer_name}")]),
+    ]
+    if not pareto.empty:
+        sections.append(("Search's Pareto set (validation estimates)", [("table", pareto)]))
+    atomic_write_text(out_dir / "report.md", render_markdown(title, sections))
+    atomic_write_text(out_dir / "report.html", render_html(title, sections))
+
+    for name in OUTPUTS:
+        tracker.log_artifact(out_dir / name)
+    metrics: dict[str, float] = {"constraint_met": float(chosen is not None)}
+    if chosen is not None:
+        metrics.update({f"selected.accuracy_{ref}": float(chosen["Accuracy_mean"]),
+                        "selected.analog_mac_ratio_percent": float(chosen["Analog_MAC_Ratio_percent"]),
+                        "selected.digital_size_mb": float(chosen["Digital_Size_MB"]),
+                        "selected.accuracy_drop": float(chosen["drop"])})
+    metrics.update({f"{m}.hypervolume_test": v for m, v in hv_test.items()})
+    tracker.log_metrics(metrics)
+    if chosen is not None:
+        tracker.set_tags({"mps.selected_mapping": chosen["Mapping"]})
+    print(f"report: {verdict.replace('**', '')}")
+    return {"selected": None if chosen is None else str(chosen["Mapping"]), "verdict": verdict,
+            "layers_mapping": layer_name, "metrics": metrics}

@@ -1,0 +1,305 @@
+"""Stage ``search``: MPS's rank-preserving alpha search, and the baselines at the same budget.
+
+Every method (``mps`` and each of ``search.baselines``) gets a fresh
+:class:`~mps.search.objectives.ObjectiveEvaluator` with the same budget, validation examples,
+drift time, hardware profile and seed, so evaluations, accuracies and costs are comparable;
+its wall-clock time is measured around the whole method, evaluations included.
+
+Outputs (into ``--out``):
+
+* ``mappings/``: each method's non-dominated set, one ``mps-mapping/1`` file per mapping
+  (``mps-00.json`` ..., ``greedy-00.json``, ``random-00.json``, ``nsga2-00.json``, and
+  ``fp32.json``, ``int8.json``, ``analog.json``), written as a whole folder atomically.  The
+  files hold no timestamps or times: the same params and seed give byte-identical files;
+* ``pareto.csv``: one row per written mapping: its estimated objectives, its Pareto rank
+  within its method and over all methods;
+* ``search.json``: per method the search time, evaluations used, hypervolume of its set and
+  number of mappings; every hypervolume uses the same fixed normalisation
+  (:func:`mps.pareto.report_bounds` with the FP32 model's digital size) and reference point.
+
+Resumable per method: a finished method's result is kept in the work folder and reused by a
+rerun with the same inputs and params (its recorded search time included).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+
+from mps.artifacts import (ArtifactError, atomic_directory, atomic_write_json, atomic_write_text, provenance,
+                           read_json, sha256_file)
+from mps.config import Params, SearchConfig
+from mps.cost_model import mapping_costs, parse_hardware_profile
+from mps.pareto import DEFAULT_REF, normalized_hypervolume, pareto_ranks, report_bounds, to_minimization
+from mps.runtime import seed_everything
+from mps.search.baselines import (FP32, fp32_baseline, fp32_mapping, greedy_search, nsga2_population, nsga2_search,
+                                  random_search, read_sensitivity, sensitivity_order, uniform_baseline)
+from mps.search.mps_search import mps_search
+from mps.search.objectives import Evaluation, ObjectiveEvaluator, cost_objectives, mapping_key
+from mps.search.result import SearchResult
+from mps.stages.common import eval_set, load_splits
+from mps.supernet import MappingFile, check_layers, load_supernet, realize
+from mps.tracking import Tracker
+
+SINGLE_MAPPING_METHODS = ("fp32", "int8", "analog")
+PARETO_COLUMNS = ["name", "method", "file", "accuracy", "analog_mac_ratio", "digital_size_mb", "energy_uj",
+                  "latency_ms", "analog_tiles", "rank_in_method", "rank_overall"]
+STATE_SCHEMA = "mps-search-state/1"
+
+
+# --------------------------------------------------------------------------- methods
+class SearchContext:
+    """What the searchers need besides their evaluator: the supernet, config, seed, inputs."""
+
+    def __init__(self, supernet, cfg: SearchConfig, seed: int, build_fp32: Callable, greedy_order: list[str] | None):
+        self.supernet = supernet
+        self.cfg = cfg
+        self.seed = seed
+        self.build_fp32 = build_fp32
+        self.greedy_order = greedy_order
+
+
+def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
+    """Run one method within ``evaluator``'s budget; time it, evaluations included."""
+    cfg, k, seed, sn = ctx.cfg, ctx.cfg.pareto_size, ctx.seed, ctx.supernet
+    t0 = time.perf_counter()
+    if method == "mps":
+        result = mps_search(sn, evaluator, cfg, seed)
+    elif method == "fp32":
+        result = fp32_baseline(evaluator, sn, ctx.build_fp32, k, seed)
+    elif method in ("int8", "analog"):
+        result = uniform_baseline(method, method, evaluator, sn, k, seed)
+    elif method == "greedy":
+        result = greedy_search(evaluator, sn, ctx.greedy_order or [], cfg.max_acc_drop, k, seed)
+    elif method == "random":
+        result = random_search(evaluator, sn, k, seed)
+    elif method == "nsga2":
+        result = nsga2_search(evaluator, sn, k, seed, nsga2_population(cfg.budget, cfg.nsga2_population))
+    else:  # config validation makes this unreachable
+        raise ValueError(f"unknown search method {method!r}")
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+# --------------------------------------------------------------------------- mapping files
+def mapping_names(result: SearchResult) -> list[str]:
+    if result.method in SINGLE_MAPPING_METHODS and len(result.selected) == 1:
+        return [result.method]
+    return [f"{result.method}-{i:02d}" for i in range(len(result.selected))]
+
+
+def _objectives(e: Evaluation) -> dict[str, float]:
+    return {k: round(float(v), 6) for k, v in e.objectives.items()}
+
+
+def mapping_files(results: list[SearchResult], model_id: str, prov: dict[str, Any],
+                  cfg: SearchConfig) -> list[MappingFile]:
+    """The mapping files of every method, in method order then name order."""
+    files = []
+    for result in results:
+        for name, e in zip(mapping_names(result), result.selected):
+            files.append(MappingFile(model_id, name, result.method, dict(sorted(e.mapping.items())), _objectives(e), {
+                **prov, "search": {"drift_time": cfg.drift_time, "val_examples": cfg.val_examples,
+                                   "budget": cfg.budget, "evaluations": result.evaluations_used,
+                                   "evaluation_index": e.index}}))
+    return files
+
+
+def write_mapping_folder(folder: Path, files: list[MappingFile], allowed: dict[str, list[str]]) -> None:
+    """Check every mapping against the model, then write the folder atomically."""
+    for f in files:
+        ops = {n: None for n in allowed} if f.method == FP32 else allowed
+        check_layers(f.layers, ops, f.model_id, source=f"mapping {f.name}")
+    with atomic_directory(folder) as tmp:
+        for f in files:
+            f.save(tmp / f"{f.name}.json")
+
+
+# --------------------------------------------------------------------------- tables
+def hypervolume_setup(objectives: list[str], fp32_size_mb: float,
+                      points: list[dict[str, float]]) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """Fixed bounds shared by every method: accuracy and MAC ratio as fractions in [0, 1],
+    digital memory in [0, FP32 size]; energy/latency (if searched) in [0, largest written value]."""
+    upper = {o: max([p[o] for p in points] + [1e-12]) for o in objectives if o in ("energy_uj", "latency_ms")}
+    lower, upper_b = report_bounds(fp32_size_mb, objectives, upper=upper or None)
+    info = {"objectives": list(objectives), "lower": lower.tolist(), "upper": upper_b.tolist(), "ref": DEFAULT_REF,
+            "fp32_digital_size_mb": fp32_size_mb, "accuracy_unit": "fraction", "upper_from_data": upper}
+    return lower, upper_b, info
+
+
+def hv_matrix(evaluations: list[Evaluation], objectives: list[str], senses: tuple[str, ...]) -> np.ndarray:
+    """Minimisation-form objectives with accuracy as a fraction (the normalisation's unit)."""
+    rows = [[e.objectives[o] / 100.0 if o == "accuracy" else e.objectives[o] for o in objectives] for e in evaluations]
+    if not rows:
+        return np.empty((0, len(objectives)))
+    return to_minimization(np.array(rows, dtype=float), senses)
+
+
+def pareto_table(results: list[SearchResult], objectives: list[str], senses: tuple[str, ...]) -> pd.DataFrame:
+    rows, mats = [], []
+    for result in results:
+        names = mapping_names(result)
+        ranks = pareto_ranks(hv_matrix(result.selected, objectives, senses)) if result.selected else []
+        for name, e, r in zip(names, result.selected, ranks):
+            rows.append({"name": name, "method": result.method, "file": f"mappings/{name}.json", **_objectives(e),
+                         "analog_tiles": int(e.costs.analog_tiles), "rank_in_method": int(r)})
+        mats.extend(result.selected)
+    if mats:
+        overall = pareto_ranks(hv_matrix(mats, objectives, senses))
+        for row, r in zip(rows, overall):
+            row["rank_overall"] = int(r)
+    return pd.DataFrame(rows, columns=PARETO_COLUMNS)
+
+
+# --------------------------------------------------------------------------- resume
+class SearchState:
+    """Finished methods of an interrupted run, one JSON file each in the work folder."""
+
+    def __init__(self, work_dir: Path, key: str):
+        self.dir = Path(work_dir) / "search-state"
+        self.key = key
+
+    def _path(self, method: str) -> Path:
+        return self.dir / f"{method}.json"
+
+    def save(self, result: SearchResult) -> None:
+        atomic_write_json(self._path(result.method), {
+            "schema": STATE_SCHEMA, "key": self.key, "method": result.method, "seconds": result.seconds,
+            "evaluations_used": result.evaluations_used, "details": result.details,
+            "evaluations": [{"mapping": e.mapping, "objectives": e.objectives, "index": e.index}
+                            for e in result.evaluations],
+            "selected": [e.key for e in result.selected]})
+
+    def load(self, method: str, evaluator: ObjectiveEvaluator) -> SearchResult | None:
+        path = self._path(method)
+        if not path.exists():
+            return None
+        try:
+            raw = read_json(path, "search resume file")
+        except ArtifactError as exc:
+            print(f"search: warning: ignoring resume file: {exc}")
+            return None
+        if not isinstance(raw, dict) or raw.get("schema") != STATE_SCHEMA or raw.get("key") != self.key:
+            return None
+        evals = []
+        for item in raw["evaluations"]:
+            costs, _ = evaluator.costs(item["mapping"])
+            evals.append(Evaluation(dict(item["mapping"]), dict(item["objectives"]), costs, int(item["index"])))
+        by_key = {e.key: e for e in evals}
+        selected = [by_key[k] for k in raw["selected"]]
+        return SearchResult(method, evals, selected, int(raw["evaluations_used"]), float(raw["seconds"]),
+                            dict(raw["details"]))
+
+    def clear(self) -> None:
+        import shutil
+
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def inputs_key(params: Params, paths: list[Path], data_fingerprint: str) -> str:
+    blob = json.dumps({"params": params.digest(), "inputs": [sha256_file(p) for p in paths],
+                       "data": data_fingerprint}, sort_keys=True).encode()
+    return hashlib.sha256(blob).hexdigest()[:24]
+
+
+# --------------------------------------------------------------------------- stage
+def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Path, sensitivity_path: Path,
+        out_dir: Path, work_dir: Path, tracker: Tracker) -> dict:
+    cfg = params.search
+    methods = ["mps", *[m for m in cfg.baselines if m != "mps"]]
+
+    # ---- inputs, all checked before any work or output
+    supernet, ckpt = load_supernet(supernet_path)
+    model_id = str(supernet.meta.get("model_id"))
+    from mps.stages.pretrain import load_pretrained  # noqa: PLC0415 - heavy import chain, stage-local
+
+    _, pre_ckpt = load_pretrained(pretrained_path)
+    if pre_ckpt.get("model_id") != model_id:
+        raise ArtifactError(f"{pretrained_path}: pretrained model is {pre_ckpt.get('model_id')!r} but the supernet "
+                            f"is {model_id!r}; fix: pass the checkpoint the supernet was adapted from")
+    splits = load_splits(data_dir)
+    fingerprint = splits.manifest["fingerprint"]
+    if supernet.meta.get("data_fingerprint") not in (None, fingerprint):
+        raise ArtifactError(f"{supernet_path}: supernet was trained on other data (fingerprint "
+                            f"{supernet.meta.get('data_fingerprint')} != {fingerprint}); fix: pass its data folder")
+    greedy_order = None
+    key_inputs = [supernet_path, pretrained_path]
+    if "greedy" in methods:
+        table = read_sensitivity(sensitivity_path)
+        greedy_order = sensitivity_order(table, supernet, cfg.drift_time, str(sensitivity_path))
+        key_inputs.append(sensitivity_path)
+    profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
+    data = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches)
+    layers = list(supernet.infos.values())
+    fp32_size = mapping_costs(layers, fp32_mapping(supernet), profile).digital_size_mb
+    shape = tuple(pre_ckpt["image_shape"])
+
+    def build_fp32():
+        model, _ = load_pretrained(pretrained_path)
+        return realize(model, fp32_mapping(supernet), profile, shape).eval()
+
+    tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
+                        "val_examples": len(data.x), "methods": ",".join(methods),
+                        **{f"search.{k}": v for k, v in cfg.model_dump().items()}})
+    seed_everything(params.seed)
+    ctx = SearchContext(supernet, cfg, params.seed, build_fp32, greedy_order)
+    state = SearchState(work_dir, inputs_key(params, key_inputs, fingerprint))
+
+    def new_evaluator(method: str) -> ObjectiveEvaluator:
+        return ObjectiveEvaluator(supernet, data, profile, cfg.objectives, cfg.drift_time, cfg.budget, params.seed,
+                                  name=method)
+
+    results: list[SearchResult] = []
+    for method in methods:
+        result = state.load(method, new_evaluator(method))
+        if result is not None:
+            print(f"search: {method}: resumed ({result.evaluations_used} evaluations, {result.seconds:.1f} s)")
+        else:
+            result = run_method(method, new_evaluator(method), ctx)
+            state.save(result)
+            best = max((e.accuracy for e in result.selected), default=float("nan"))
+            print(f"search: {method}: {len(result.selected)} mapping(s) from {result.evaluations_used} evaluations "
+                  f"in {result.seconds:.1f} s; best accuracy {best:.2f} %")
+        results.append(result)
+
+    # ---- outputs
+    objectives = list(cfg.objectives)
+    senses = new_evaluator("report").senses
+    written = [cost_objectives(e.costs) for r in results for e in r.selected]
+    lower, upper, hv_info = hypervolume_setup(objectives, fp32_size, written)
+    prov = provenance(params.digest(), seed=params.seed)
+    files = mapping_files(results, model_id, prov, cfg)
+    summary: dict[str, Any] = {"model_id": model_id, "drift_time": cfg.drift_time, "budget": cfg.budget,
+                               "objectives": objectives, "val_examples": len(data.x),
+                               "hypervolume_reference": hv_info, "methods": {}, "provenance": prov}
+    metrics: dict[str, float] = {}
+    for result in results:
+        hv = normalized_hypervolume(hv_matrix(result.selected, objectives, senses), lower, upper)
+        names = mapping_names(result)
+        summary["methods"][result.method] = {
+            "search_seconds": round(result.seconds, 3), "evaluations": result.evaluations_used,
+            "hypervolume": round(hv, 6), "mappings": len(names), "files": [f"mappings/{n}.json" for n in names],
+            "details": result.details}
+        metrics.update({f"{result.method}.hypervolume": hv, f"{result.method}.search_seconds": result.seconds,
+                        f"{result.method}.evaluations": result.evaluations_used})
+    table = pareto_table(results, objectives, senses)
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    write_mapping_folder(out_dir / "mappings", files, supernet.allowed)
+    atomic_write_text(out_dir / "pareto.csv", table.to_csv(index=False))
+    atomic_write_json(out_dir / "search.json", summary)
+    state.clear()
+
+    tracker.log_metrics(metrics)
+    for name in ("mappings", "pareto.csv", "search.json"):
+        tracker.log_artifact(out_dir / name, "mappings" if name == "mappings" else None)
+    for method, entry in summary["methods"].items():
+        print(f"search: {method}: hypervolume {entry['hypervolume']:.4f}, {entry['mappings']} mapping(s), "
+              f"{entry['evaluations']} evaluations, {entry['search_seconds']:.1f} s")
+    return summary

@@ -1,0 +1,287 @@
+"""Tests for the search stage: the rank-preserving alpha loss, the budget-counting evaluator,
+the baselines, determinism, and a whole run of the stage on the tiny fixtures."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from conftest import tiny_params
+from mps.config import ConfigError
+from mps.cost_model import parse_hardware_profile
+from mps.evaluation import EvalSet
+from mps.pareto import normalized_hypervolume
+from mps.search.baselines import (SensitivityError, greedy_search, read_sensitivity, sensitivity_order)
+from mps.search.mps_search import (budget_plan, finetune_alphas, index_table, mps_search, rank_preserving_loss,
+                                   table_scores)
+from mps.search.objectives import BudgetExhausted, ObjectiveEvaluator, mapping_key
+from mps.stages.common import eval_set, load_splits
+from mps.stages.search import hv_matrix, hypervolume_setup, mapping_files, write_mapping_folder
+from mps.supernet import load_mapping, load_supernet
+
+VAL = 20  # validation examples per evaluation: enough to order mappings, fast on 2 cores
+
+
+# --------------------------------------------------------------------------- fixtures
+@pytest.fixture(scope="module")
+def tiny(tiny_data, tiny_supernet):
+    supernet, ckpt = load_supernet(tiny_supernet)
+    profile = parse_hardware_profile(ckpt["profile"])
+    # few examples and a small BN-recalibration set: aihwkit's analog forward dominates test time
+    full = eval_set(load_splits(tiny_data), "val", VAL, 0, calib_batches=1)
+    data = EvalSet(full.x, full.y, calib_x=full.calib_x[:32], calib_batches=1, calib_batch_size=32)
+    return supernet, profile, data
+
+
+def make_evaluator(tiny, budget: int, name: str = "test", seed: int = 0) -> ObjectiveEvaluator:
+    supernet, profile, data = tiny
+    return ObjectiveEvaluator(supernet, data, profile, ["accuracy", "analog_mac_ratio", "digital_size_mb"],
+                              86400.0, budget, seed, name=name, show_progress=False)
+
+
+def sensitivity_csv(path, supernet, drops: dict[str, float] | None = None):
+    rows = []
+    for i, name in enumerate(supernet.infos):
+        if "analog" not in supernet.allowed[name]:
+            continue
+        drop = (drops or {}).get(name, float(len(supernet.infos) - i))  # later layers less sensitive by default
+        for t, scale in ((3600.0, 0.5), (86400.0, 1.0)):
+            rows.append({"layer": name, "drift_time": t, "mean_drop": drop * scale, "std_drop": 0.1, "repeats": 2})
+    pd.DataFrame(rows).to_csv(path, index=False)
+    return path
+
+
+# --------------------------------------------------------------------------- the rank-preserving loss
+def test_rank_loss_counts_only_ordered_pairs():
+    scores = torch.tensor([2.0, 0.0, -1.0])
+    ranks = np.array([0, 1, 1])
+    # pairs (0,1), (0,2): softplus(-(2-0)), softplus(-(2+1))
+    expected = (torch.nn.functional.softplus(torch.tensor(-2.0)) + torch.nn.functional.softplus(torch.tensor(-3.0))) / 2
+    assert float(rank_preserving_loss(scores, ranks)) == pytest.approx(float(expected))
+    # reversing the scores makes the ordering wrong: a larger loss
+    assert float(rank_preserving_loss(-scores, ranks)) > float(rank_preserving_loss(scores, ranks))
+    assert float(rank_preserving_loss(scores, np.zeros(3, dtype=int))) == 0.0
+
+
+def test_scores_match_supernet_score(tiny):
+    supernet = tiny[0]
+    g = torch.Generator().manual_seed(3)
+    with torch.no_grad():
+        for a in supernet.alpha_parameters():
+            a.copy_(torch.randn(a.shape, generator=g))
+    try:
+        mappings = [supernet.sample_mapping(g) for _ in range(5)]
+        table = index_table(supernet, mappings)
+        vectorised = table_scores(supernet.alpha_parameters(), table)
+        direct = torch.stack([supernet.score(m) for m in mappings])
+        assert torch.allclose(vectorised, direct, atol=1e-5)
+    finally:
+        with torch.no_grad():
+            for a in supernet.alpha_parameters():
+                a.zero_()
+
+
+def test_finetune_moves_alphas_toward_the_better_operator(tiny):
+    """Constructed case: int8 is always better, so rank = number of layers not on int8."""
+    supernet = tiny[0]
+    g = torch.Generator().manual_seed(0)
+    mappings = [supernet.sample_mapping(g) for _ in range(16)]
+    ranks = np.array([sum(op != "int8" for op in m.values()) for m in mappings])
+    # plain tensors only: aihwkit's analog_ctx entries are placeholders (the tile weight is a plain entry)
+    state_before = {k: v.clone() for k, v in supernet.state_dict().items()
+                    if type(v) is torch.Tensor and not k.endswith("alphas")}
+    before = {n: float(l.probabilities(1.0)[l.op_names.index("int8")]) for n, l in supernet.choice_layers().items()}
+    try:
+        losses = finetune_alphas(supernet, mappings, ranks, steps=60, lr=0.1)
+        assert losses[-1] < 0.8 * losses[0]
+        after = {n: float(l.probabilities(1.0)[l.op_names.index("int8")]) for n, l in supernet.choice_layers().items()}
+        assert all(after[n] > before[n] for n in before), (before, after)
+        assert set(supernet.argmax_mapping().values()) == {"int8"}
+        # only the alphas move: every operator weight is untouched and still trainable
+        state_after = supernet.state_dict()
+        for k, v in state_before.items():
+            assert torch.equal(state_after[k], v), k
+        assert all(p.requires_grad for p in supernet.weight_parameters())
+        assert all(a.requires_grad for a in supernet.alpha_parameters())
+    finally:
+        with torch.no_grad():
+            for a in supernet.alpha_parameters():
+                a.zero_()
+
+
+def test_budget_plan_reserves_extraction_and_spends_all():
+    for budget, iterations, k in [(8, 2, 3), (48, 4, 8), (5, 4, 8), (3, 4, 8), (1, 2, 3), (100, 3, 8)]:
+        rounds, reserve = budget_plan(budget, iterations, k)
+        assert sum(rounds) + reserve == budget
+        assert 1 <= reserve and len(rounds) <= iterations
+        assert all(n >= 2 for n in rounds)
+    assert budget_plan(8, 2, 3) == ([3, 3], 2)
+
+
+# --------------------------------------------------------------------------- the evaluator
+def test_evaluator_counts_caches_and_refuses_beyond_budget(tiny):
+    supernet = tiny[0]
+    ev = make_evaluator(tiny, budget=2)
+    a, b, c = supernet.uniform_mapping("int8"), supernet.uniform_mapping("analog"), supernet.uniform_mapping("fp16")
+    first = ev.evaluate(a)
+    assert ev.used == 1 and 0.0 <= first.accuracy <= 100.0
+    assert ev.evaluate(dict(reversed(list(a.items())))) is first  # cache hit, any layer order: free
+    assert ev.used == 1
+    analog = ev.evaluate(b)
+    assert ev.used == 2 and ev.remaining == 0
+    assert analog.objectives["analog_mac_ratio"] > 0.9 and first.objectives["analog_mac_ratio"] == 0.0
+    assert analog.objectives["digital_size_mb"] < first.objectives["digital_size_mb"]
+    with pytest.raises(BudgetExhausted):
+        ev.evaluate(c)
+    assert ev.evaluate(a) is first  # cached answers still come after the budget is spent
+    # the noise seed is fixed per mapping: a fresh evaluator measures the same value
+    again = make_evaluator(tiny, budget=1).evaluate(b)
+    assert again.accuracy == analog.accuracy
+
+
+# --------------------------------------------------------------------------- baselines
+def test_sensitivity_table_order_and_errors(tiny, tmp_path):
+    supernet = tiny[0]
+    analog_layers = [n for n in supernet.infos if "analog" in supernet.allowed[n]]
+    drops = {n: float(i % 3) for i, n in enumerate(analog_layers)}
+    table = read_sensitivity(sensitivity_csv(tmp_path / "s.csv", supernet, drops))
+    order = sensitivity_order(table, supernet, 86400.0)
+    assert sorted(order) == sorted(analog_layers)
+    assert [drops[n] for n in order] == sorted(drops.values())
+    # ties keep the network order
+    zeros = [n for n in order if drops[n] == 0.0]
+    assert zeros == [n for n in analog_layers if drops[n] == 0.0]
+
+    with pytest.raises(SensitivityError, match="not found"):
+        read_sensitivity(tmp_path / "missing.csv")
+    (tmp_path / "bad.csv").write_text("layer,time,drop\na,1,2\n")
+    with pytest.raises(SensitivityError, match="lacks columns drift_time, mean_drop, std_drop"):
+        read_sensitivity(tmp_path / "bad.csv")
+    other = table.copy()
+    other.loc[0, "layer"] = "not.a.layer"
+    with pytest.raises(SensitivityError, match="does not match the supernet"):
+        sensitivity_order(other, supernet, 86400.0)
+    assert issubclass(SensitivityError, ConfigError)
+
+
+def test_greedy_moves_least_sensitive_layers_first(tiny):
+    supernet = tiny[0]
+    order = [n for n in supernet.infos if "analog" in supernet.allowed[n]][::-1]
+    ev = make_evaluator(tiny, budget=3, name="greedy")
+    result = greedy_search(ev, supernet, order, max_acc_drop=100.0, k=3, seed=0)
+    assert result.evaluations_used == 3 == ev.budget
+    # start all-int8, then the first two layers of the order, each accepted under a huge bound
+    assert result.details["analog_layers"] == order[:2]
+    last = result.evaluations[-1].mapping
+    assert [n for n, op in last.items() if op == "analog"] == sorted(order[:2], key=list(supernet.infos).index)
+    assert {mapping_key(e.mapping) for e in result.selected} <= {mapping_key(e.mapping) for e in result.evaluations}
+
+
+# --------------------------------------------------------------------------- determinism
+def test_mps_search_is_deterministic(tiny, tmp_path):
+    supernet = tiny[0]
+    params = tiny_params(**{"search.budget": 5, "search.iterations": 2, "search.pareto_size": 3,
+                            "search.alpha_steps": 10, "search.extraction_samples": 64})
+    alphas_before = [a.detach().clone() for a in supernet.alpha_parameters()]
+    blobs = []
+    for run in range(2):
+        ev = make_evaluator(tiny, budget=params.search.budget, name="mps")
+        result = mps_search(supernet, ev, params.search, seed=7, log=lambda _msg: None)
+        assert result.evaluations_used == ev.budget == 5
+        assert 1 <= len(result.selected) <= 3
+        out = tmp_path / f"run{run}" / "mappings"
+        files = mapping_files([result], supernet.meta["model_id"], {"seed": 7}, params.search)
+        write_mapping_folder(out, files, supernet.allowed)
+        blobs.append({p.name: p.read_bytes() for p in sorted(out.iterdir())})
+        for p in out.iterdir():
+            m = load_mapping(p, supernet.meta["model_id"], supernet.allowed)
+            assert m.method == "mps" and set(m.objectives) >= {"accuracy", "analog_mac_ratio", "digital_size_mb"}
+    assert blobs[0] == blobs[1] and list(blobs[0]) == [f"mps-{i:02d}.json" for i in range(len(blobs[0]))]
+    # the supernet is handed back as it was given
+    for a, b in zip(supernet.alpha_parameters(), alphas_before):
+        assert torch.equal(a.detach(), b)
+
+
+# --------------------------------------------------------------------------- hypervolume reference
+def test_hypervolume_reference_is_shared():
+    objectives = ["accuracy", "analog_mac_ratio", "digital_size_mb"]
+    lower, upper, info = hypervolume_setup(objectives, 0.3, [])
+    assert info["lower"] == [-1.0, -1.0, 0.0] and info["upper"] == [0.0, 0.0, 0.3]
+    with pytest.raises(ConfigError):
+        hypervolume_setup(objectives, 0.0, [])
+    _, upper_e, info_e = hypervolume_setup([*objectives, "energy_uj"], 0.3, [{"energy_uj": 2.0}, {"energy_uj": 5.0}])
+    assert upper_e[-1] == 5.0
+
+
+# --------------------------------------------------------------------------- the stage
+def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrained, tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from mps.stages.search import run
+    from mps.tracking import stage_run
+
+    budget = 4
+    params = tiny_params(**{"search.budget": budget, "search.val_examples": VAL, "search.alpha_steps": 10,
+                            "search.extraction_samples": 64, "search.pareto_size": 3,
+                            "search.bn_recalibration_batches": 0})
+    supernet, _ = load_supernet(tiny_supernet)
+    sens = sensitivity_csv(tmp_path / "sensitivity.csv", supernet)
+    out = tmp_path / "search"
+    with stage_run("search", params.digest(), params.mlflow.experiment) as tracker:
+        summary = run(params, tiny_data, tiny_supernet, tiny_pretrained, sens, out, tmp_path / "work", tracker)
+        run_id = tracker.run_id
+
+    methods = ["mps", "fp32", "int8", "analog", "greedy", "random", "nsga2"]
+    assert list(summary["methods"]) == methods
+    # equal accounting: searchers that can use the whole budget use exactly it, none exceeds it
+    used = {m: summary["methods"][m]["evaluations"] for m in methods}
+    assert used["mps"] == used["random"] == used["nsga2"] == budget
+    assert used["fp32"] == used["int8"] == used["analog"] == 1
+    assert 1 <= used["greedy"] <= budget
+
+    files = sorted((out / "mappings").iterdir())
+    names = [p.stem for p in files]
+    assert {"fp32", "int8", "analog", "mps-00", "greedy-00", "random-00", "nsga2-00"} <= set(names)
+    allowed = supernet.allowed
+    model_id = supernet.meta["model_id"]
+    for p in files:
+        m = load_mapping(p, model_id, {n: None for n in allowed} if p.stem == "fp32" else allowed)
+        assert m.name == p.stem and m.provenance["params_digest"] == params.digest()
+        if p.stem == "fp32":
+            assert set(m.layers.values()) == {"fp32"}
+    assert not list((out).glob(".*tmp"))  # no leftovers of the atomic writes
+    assert not (tmp_path / "work" / "search-state").exists()
+
+    table = pd.read_csv(out / "pareto.csv")
+    assert sorted(table["name"]) == sorted(names)
+    assert (table["rank_in_method"] == 0).all()  # each method writes its non-dominated set
+    assert table["rank_overall"].min() == 0
+    saved = json.loads((out / "search.json").read_text())
+    ref = saved["hypervolume_reference"]
+    assert ref["fp32_digital_size_mb"] == pytest.approx(table.loc[table["name"] == "fp32", "digital_size_mb"].item(),
+                                                        rel=1e-4)
+    senses = ("max", "max", "min")
+    for method in methods:
+        entry = saved["methods"][method]
+        assert entry["mappings"] == int((table["method"] == method).sum()) >= 1
+        assert entry["search_seconds"] > 0
+        rows = table[table["method"] == method]
+        F = np.column_stack([rows["accuracy"] / 100, rows["analog_mac_ratio"], rows["digital_size_mb"]])
+        F[:, :2] *= -1
+        hv = normalized_hypervolume(F, ref["lower"], ref["upper"], ref["ref"])
+        assert entry["hypervolume"] == pytest.approx(hv, abs=1e-5)
+        assert 0.0 < entry["hypervolume"] <= 1.1 ** 3
+    # fp32 uses no analog at all: its hypervolume is below any method that found analog mappings
+    assert saved["methods"]["fp32"]["hypervolume"] < saved["methods"]["analog"]["hypervolume"] or \
+        table.loc[table["name"] == "analog", "accuracy"].item() < 20
+    assert hv_matrix([], ["accuracy"], ("max",)).shape == (0, 1)
+
+    logged = MlflowClient(tracking_uri=mlflow_uri).get_run(run_id).data.metrics
+    for method in methods:
+        for key in ("hypervolume", "search_seconds", "evaluations"):
+            assert f"{method}.{key}" in logged
+    assert logged["mps.evaluations"] == budget
