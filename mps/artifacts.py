@@ -44,6 +44,19 @@ def _check_writable(directory: Path) -> None:
         raise ArtifactError(f"{directory}: output folder is read-only; fix: make it writable or choose another out_dir")
 
 
+def check_output_dir(directory: str | Path) -> None:
+    """Fail early, before any work, when an output folder cannot be created or written."""
+    directory = Path(directory)
+    _check_writable(directory)
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=directory)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise ArtifactError(f"{directory}: cannot write in the output folder ({exc.strerror}); "
+                            "fix: make it writable, free space, or choose another out_dir") from None
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     path = Path(path)
     _check_writable(path.parent)

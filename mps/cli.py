@@ -143,8 +143,21 @@ def load_stage_params(args: argparse.Namespace) -> Params:
     if args.threads is not None:
         overrides["threads"] = args.threads
     params = load_params(args.params, overrides)
-    check_user_model(params.model.name)
+    preflight(args.stage, params)
     return params
+
+
+def preflight(stage: str, params: Params) -> None:
+    """Checks that need more than the schema, done before any work or any write."""
+    from mps.cost_model import load_hardware_profile
+
+    check_user_model(params.model.name)
+    load_hardware_profile(params.hardware_profile)
+    if stage == "prepare-data":
+        root = params.data.resolved_root()
+        if not root.is_dir():
+            raise ConfigError(f"data.root: folder {root} does not exist; fix: set data.root to the data set's folder"
+                              + (" or install dataset-fashion-mnist (make setup)" if params.data.dataset == "fashion-mnist" else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,6 +173,10 @@ def main(argv: list[str] | None = None) -> int:
         from mps.tracking import stage_run
 
         tags = {"mps.model": params.model.name, "mps.dataset": params.data.dataset, "mps.seed": params.seed}
+        if getattr(args, "out", None):
+            from mps.artifacts import check_output_dir
+
+            check_output_dir(args.out)
         with sigterm_as_interrupt(), stage_run(args.stage, params.digest(), params.mlflow.experiment, tags) as tracker:
             body(params, args, tracker)
     except NumericalError as exc:

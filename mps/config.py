@@ -70,7 +70,7 @@ class ModelConfig(_Section):
         if ":" in v:
             return v
         raise ValueError(
-            f"unknown model {v!r}; use one of {', '.join(BUILTIN_MODELS)} "
+            f"unknown model {v!r}; fix: use one of {', '.join(BUILTIN_MODELS)} "
             "or 'package.module:factory'"
         )
 
@@ -103,7 +103,7 @@ class SpaceConfig(_Section):
         if v is None:
             return v
         if not v:
-            raise ValueError("empty operator set; list at least one of " + ", ".join(OPERATOR_NAMES))
+            raise ValueError("empty operator set; fix: list at least one of " + ", ".join(OPERATOR_NAMES))
         return v
 
     @field_validator("overrides")
@@ -111,7 +111,7 @@ class SpaceConfig(_Section):
     def _overrides_nonempty(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
         for pattern, ops in v.items():
             if not ops:
-                raise ValueError(f"override {pattern!r} has an empty operator set")
+                raise ValueError(f"override {pattern!r} has an empty operator set; fix: list at least one operator")
         return v
 
 
@@ -142,7 +142,7 @@ class AdaptConfig(_Section):
     @model_validator(mode="after")
     def _some_training(self) -> "AdaptConfig":
         if self.fairness_epochs + self.noise_epochs == 0:
-            raise ValueError("fairness_epochs and noise_epochs are both 0; set at least one > 0")
+            raise ValueError("fairness_epochs and noise_epochs are both 0; fix: set at least one > 0")
         return self
 
 
@@ -184,17 +184,17 @@ class EvaluateConfig(_Section):
     def _reference_in_times(self) -> "EvaluateConfig":
         if self.reference_time not in self.drift_times:
             raise ValueError(
-                f"reference_time {self.reference_time} is not one of drift_times; add it to drift_times"
+                f"reference_time {self.reference_time} is not one of drift_times; fix: add it to drift_times"
             )
         return self
 
 
 def _check_drift_times(v: list[float]) -> list[float]:
     if not v:
-        raise ValueError("no drift times; list at least one time in seconds (e.g. 86400 for 1 day)")
+        raise ValueError("no drift times; fix: list at least one time in seconds (e.g. 86400 for 1 day)")
     for t in v:
         if t <= 0:
-            raise ValueError(f"drift time {t} must be > 0 seconds")
+            raise ValueError(f"drift time {t} must be > 0 seconds; fix: use times after programming, e.g. 1, 3600, 86400")
     return sorted(v)
 
 
@@ -225,9 +225,9 @@ class SearchConfig(_Section):
     @classmethod
     def _accuracy_first(cls, v: list[str]) -> list[str]:
         if "accuracy" not in v:
-            raise ValueError("objectives must include 'accuracy'")
+            raise ValueError("objectives must include 'accuracy'; fix: add accuracy")
         if len(set(v)) != len(v):
-            raise ValueError("objectives are listed twice")
+            raise ValueError("an objective is listed twice; fix: list each once")
         return v
 
 
@@ -301,6 +301,8 @@ def _format_validation_error(source: str, err: ValidationError) -> str:
     fix = _FIXES.get(kind)
     if fix is None and (kind.endswith("_type") or kind.endswith("_parsing")):
         fix = "use a value of the right type"
+    if fix is None and "fix:" not in msg:
+        fix = "correct the value"
     fix_txt = f"; fix: {fix}" if fix else ""
     return f"{source}: {key}: {msg}{got_txt}{fix_txt}"
 

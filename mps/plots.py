@@ -181,8 +181,11 @@ def layers_plot(layers: pd.DataFrame, path: str | Path, title: str,
         bar.set_hatch(hatch)
     ax.set_xticks(x)
     ax.set_xticklabels(layers["layer"], rotation=60, ha="right", fontsize=7)
+    macs = layers["macs"].astype(float)
+    if len(macs) and macs[macs > 0].min() * 100 < macs.max():  # small layers (a classifier) stay visible
+        ax.set_yscale("log")
     ax.set_ylabel("MACs per sample (millions)")
-    ax.set_title(title)
+    ax.set_title(title, pad=28)
     from matplotlib.patches import Patch
 
     handles = [Patch(facecolor=operator_colour(op), edgecolor="black", hatch="//" if op == "skip" else "", label=op)
@@ -194,6 +197,7 @@ def layers_plot(layers: pd.DataFrame, path: str | Path, title: str,
                          label="analog sensitivity (drop, points)")
         ax2.set_ylabel("accuracy drop when analog alone (points)", color="#d62728")
         handles.append(line)
-    ax.legend(handles=handles, loc="upper right", fontsize=8)
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=len(handles), fontsize=8,
+              frameon=False)
     ax.grid(True, axis="y", alpha=0.3)
     return _save(fig, path)

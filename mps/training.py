@@ -69,9 +69,10 @@ def sgd(parameters, lr: float, momentum: float, weight_decay: float) -> torch.op
 
 def lr_scheduler(optimizer: torch.optim.Optimizer, schedule: str, total_steps: int, lr: float):
     total_steps = max(1, total_steps)
-    if schedule == "onecycle":
+    if schedule == "onecycle" and total_steps >= 4:
+        # warm-up of at least two steps: OneCycleLR divides by (warm-up steps - 1)
         return torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=lr, total_steps=total_steps,
-                                                   pct_start=0.25, anneal_strategy="cos")
+                                                   pct_start=max(0.25, 2.0 / total_steps), anneal_strategy="cos")
     return torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total_steps)
 
 

@@ -61,7 +61,7 @@ def test_table_shape_columns_and_order(calibrated, tiny_supernet):
     assert list(table["layer"]) == [n for n in layers for _ in times]
     assert list(table["drift_time"]) == times * len(layers)
     assert (table["std_drop"] >= 0).all()
-    assert (table["mean_drop"] - (table["reference_accuracy"] - table["mean_accuracy"])).abs().max() < 1e-9
+    assert (table["mean_drop"] - (table["reference_accuracy"] - table["mean_accuracy"])).abs().max() < 2e-6
     assert (table["macs"] > 0).all() and (table["params"] > 0).all()
 
 
@@ -102,7 +102,7 @@ def test_same_seed_same_drops(calibrated, tiny_data, tiny_supernet):
     its noise draws depend on the seed and its network position only."""
     out, _ = calibrated
     params = tiny_params(**FAST)
-    table = pd.read_csv(out / "sensitivity.csv", float_precision="round_trip")
+    table = pd.read_csv(out / "sensitivity.csv")
     supernet, _ = load_supernet(tiny_supernet)
     data = calibration_set(params, load_splits(tiny_data))
     times = sorted(params.calibrate.drift_times)

@@ -20,7 +20,7 @@ from mps.search.mps_search import (budget_plan, finetune_alphas, index_table, mp
                                    table_scores)
 from mps.search.objectives import BudgetExhausted, ObjectiveEvaluator, mapping_key
 from mps.stages.common import eval_set, load_splits
-from mps.stages.search import hv_matrix, hypervolume_setup, mapping_files, write_mapping_folder
+from mps.stages.search import SearchState, hv_matrix, hypervolume_setup, mapping_files, write_mapping_folder
 from mps.supernet import load_mapping, load_supernet
 
 VAL = 20  # validation examples per evaluation: enough to order mappings, fast on 2 cores
@@ -201,6 +201,14 @@ def test_mps_search_is_deterministic(tiny, tmp_path):
             m = load_mapping(p, supernet.meta["model_id"], supernet.allowed)
             assert m.method == "mps" and set(m.objectives) >= {"accuracy", "analog_mac_ratio", "digital_size_mb"}
     assert blobs[0] == blobs[1] and list(blobs[0]) == [f"mps-{i:02d}.json" for i in range(len(blobs[0]))]
+    # a finished method survives an interruption: its result round-trips through the work folder
+    state = SearchState(tmp_path / "work", "key")
+    state.save(result)
+    back = state.load("mps", make_evaluator(tiny, budget=5))
+    assert [e.key for e in back.selected] == [e.key for e in result.selected]
+    assert [e.objectives for e in back.evaluations] == [e.objectives for e in result.evaluations]
+    assert back.evaluations_used == result.evaluations_used
+    assert SearchState(tmp_path / "work", "other inputs").load("mps", make_evaluator(tiny, budget=5)) is None
     # the supernet is handed back as it was given
     for a, b in zip(supernet.alpha_parameters(), alphas_before):
         assert torch.equal(a.detach(), b)
@@ -275,9 +283,10 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
         hv = normalized_hypervolume(F, ref["lower"], ref["upper"], ref["ref"])
         assert entry["hypervolume"] == pytest.approx(hv, abs=1e-5)
         assert 0.0 < entry["hypervolume"] <= 1.1 ** 3
-    # fp32 uses no analog at all: its hypervolume is below any method that found analog mappings
-    assert saved["methods"]["fp32"]["hypervolume"] < saved["methods"]["analog"]["hypervolume"] or \
-        table.loc[table["name"] == "analog", "accuracy"].item() < 20
+    # one reference for all: the union of every method's mappings covers at least each method's volume
+    F_all = np.column_stack([-table["accuracy"] / 100, -table["analog_mac_ratio"], table["digital_size_mb"]])
+    hv_all = normalized_hypervolume(F_all, ref["lower"], ref["upper"], ref["ref"])
+    assert hv_all >= max(saved["methods"][m]["hypervolume"] for m in methods) - 1e-9
     assert hv_matrix([], ["accuracy"], ("max",)).shape == (0, 1)
 
     logged = MlflowClient(tracking_uri=mlflow_uri).get_run(run_id).data.metrics

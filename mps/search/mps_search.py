@@ -65,11 +65,11 @@ def ranked_pairs(ranks: np.ndarray | torch.Tensor) -> tuple[torch.Tensor, torch.
 def rank_preserving_loss(scores: torch.Tensor, ranks: np.ndarray | torch.Tensor) -> torch.Tensor:
     """Mean pairwise logistic loss ``-log sigmoid(s_i - s_j)`` over pairs with rank_i < rank_j.
 
-    Zero (with a gradient of zero) when every mapping has the same rank.
+    Zero (and constant) when every mapping has the same rank.
     """
     i, j = ranked_pairs(ranks)
     if i.numel() == 0:
-        return scores.sum() * 0.0
+        return scores.new_zeros(())  # nothing to order: no gradient, fine-tuning stops
     return F.softplus(-(scores[i] - scores[j])).mean()
 
 
@@ -236,8 +236,9 @@ def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed:
                 extracted += 1
             evaluator.evaluate(m)
         constrained = accuracy_constrained_pick(supernet, evaluator.history, cfg.max_acc_drop)
-        probabilities = {name: {op: round(float(p), 6) for op, p in zip(layer.op_names, layer.probabilities(1.0))}
-                         for name, layer in supernet.choice_layers().items()}
+        with torch.no_grad():
+            probabilities = {name: {op: round(float(p), 6) for op, p in zip(layer.op_names, layer.probabilities(1.0))}
+                             for name, layer in supernet.choice_layers().items()}
         details = {"rounds": round_log, "reserve": reserve, "extraction_evaluations": extracted,
                    "argmax": supernet.argmax_mapping(), "probabilities": probabilities,
                    "accuracy_constrained": constrained.mapping if constrained else None}

@@ -150,7 +150,7 @@ class ObjectiveEvaluator:
             model = build()
         grid = drift_accuracy_grid(model, self.data, [self.drift_time], 1, mapping_seed(mapping, self.seed),
                                    recalibrate=recalibrate)
-        accuracy = float(grid[0, 0])
+        accuracy = round(float(grid[0, 0]), 4)  # as the evaluate stage writes it; 1/n steps anyway
         del model
         result = Evaluation(mapping, {"accuracy": float(accuracy), **cost_obj}, costs, self.used)
         self.history.append(result)

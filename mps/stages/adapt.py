@@ -85,7 +85,7 @@ def fair_step(supernet: Supernet, xb: torch.Tensor, yb: torch.Tensor, optimizer:
         loss = F.cross_entropy(supernet(xb), yb)
         check_finite(loss, where)
         loss.backward()
-        total += float(loss)
+        total += loss.item()
     scale_shared_grads(supernet, counts)
     optimizer.step()
     clip_analog(supernet)
@@ -226,7 +226,6 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
     ev = evidence(supernet, pretrained_path, splits, params, profile)
     metrics = {**ev, "fairness_seconds": round(wall["fairness"], 2), "noise_seconds": round(wall["noise"], 2),
                "evidence_seconds": round(time.perf_counter() - t0, 2), "steps_per_epoch": n_steps}
-    out_dir.mkdir(parents=True, exist_ok=True)
     save_supernet(out_dir / "supernet.pt", supernet, params.space, profile,
                   provenance(params.digest(), seed=params.seed), {"sensitivity_probe": sensitivity})
     atomic_write_json(out_dir / "metrics.json", metrics)

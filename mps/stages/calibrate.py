@@ -50,6 +50,7 @@ OUTPUTS = ("sensitivity.csv", "noise_schedule.json", "sensitivity.png")
 LAYER_SEED_STRIDE = 1000  # > any sensible repeats count: repeat seeds of different layers never overlap
 PLOT_REFERENCE_TIME = 86400.0  # the bar chart shows the calibrated time closest to one day
 REFERENCE_OPERATOR = "fp16"
+ACCURACY_DECIMALS = 6
 
 
 class CalibrateError(ConfigError):
@@ -72,6 +73,11 @@ def nearest_time(times: Sequence[float], target: float) -> float:
     return min(times, key=lambda t: (abs(math.log(t) - math.log(target)), t))
 
 
+def _points(value: float) -> float:
+    """Accuracy points to 1e-6: drops the float32 noise of the accuracy counts, keeps every real digit."""
+    return round(float(value), ACCURACY_DECIMALS) + 0.0  # + 0.0: no '-0.0' in the table
+
+
 def drop_rows(layer: str, grid: np.ndarray, reference: np.ndarray, drift_times: Sequence[float],
               macs: int, params: int) -> list[dict]:
     """Rows of one layer: ``grid`` (repeats x times) of layer-analog accuracy, ``reference``
@@ -79,9 +85,9 @@ def drop_rows(layer: str, grid: np.ndarray, reference: np.ndarray, drift_times: 
     rows = []
     for j, t in enumerate(drift_times):
         drops = reference[j] - grid[:, j]
-        rows.append({"layer": layer, "drift_time": float(t), "mean_drop": float(drops.mean()),
-                     "std_drop": float(drops.std()), "mean_accuracy": float(grid[:, j].mean()),
-                     "reference_accuracy": float(reference[j]), "macs": int(macs), "params": int(params)})
+        rows.append({"layer": layer, "drift_time": float(t), "mean_drop": _points(drops.mean()),
+                     "std_drop": _points(drops.std()), "mean_accuracy": _points(grid[:, j].mean()),
+                     "reference_accuracy": _points(reference[j]), "macs": int(macs), "params": int(params)})
     return rows
 
 
@@ -120,7 +126,8 @@ def sensitivity_png(table: pd.DataFrame, drift_time: float) -> bytes:
     ax.barh(y, rows["mean_drop"], xerr=rows["std_drop"], color="#2ca02c", ecolor="#333333", capsize=2)
     ax.set_yticks(y, rows["layer"], fontsize=8)
     ax.axvline(0.0, color="#000000", linewidth=0.8)
-    ax.set_xlabel("accuracy drop (points): all digital minus this layer on analog")
+    ax.set_xlabel("accuracy drop (points): all digital minus this layer on analog\n"
+                  "error bars: ±1 std over the programming-noise repeats")
     ax.set_title(f"Per-layer analog sensitivity at {drift_title(drift_time)} after programming")
     ax.grid(axis="x", alpha=0.3)
     buf = io.BytesIO()

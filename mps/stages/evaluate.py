@@ -29,6 +29,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import re
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -275,8 +276,14 @@ def drift_rows(candidate: Candidate, grid: np.ndarray, drift_times: list[float])
             for r in range(grid.shape[0]) for j, t in enumerate(drift_times)]
 
 
+def metric_prefix(name: str) -> str:
+    """A mapping name as an MLflow metric-name prefix (MLflow allows letters, digits, ``_-. /``)."""
+    return re.sub(r"[^\w.\- /]", "_", name)
+
+
 def mapping_metrics(name: str, grid: np.ndarray, drift_times: list[float], costs) -> dict[str, float]:
     """MLflow metrics of one mapping: ``<mapping>.accuracy_<t>`` (+ ``_std``) and its hardware costs."""
+    name = metric_prefix(name)
     out: dict[str, float] = {}
     for j, t in enumerate(drift_times):
         out[f"{name}.accuracy_{drift_label(t)}"] = float(grid[:, j].mean())

@@ -79,7 +79,7 @@ def run(params: Params, data_dir: Path, out_dir: Path, work_dir: Path, tracker: 
             loss.backward()
             optimizer.step()
             scheduler.step()
-            total += float(loss) * len(idx)
+            total += loss.item() * len(idx)
             seen += len(idx)
         val_acc = evaluate_accuracy(model, *val.tensors, device=device)
         tracker.log_metrics({"train_loss": total / max(seen, 1), "val_accuracy": val_acc}, step=epoch + 1)
@@ -92,7 +92,6 @@ def run(params: Params, data_dir: Path, out_dir: Path, work_dir: Path, tracker: 
     val_acc = evaluate_accuracy(model, *val.tensors, device=device)
     metrics = {"test_accuracy": round(test_acc, 4), "val_accuracy": round(val_acc, 4),
                "epochs": cfg.epochs, "train_seconds": round(wall, 2)}
-    out_dir.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out_dir / "model.pt", KIND, {
         "model_name": params.model.name,
         "model_id": model_id(params),

@@ -34,7 +34,8 @@ from mps.artifacts import ArtifactError, atomic_write_text, read_json
 from mps.config import ConfigError, Params
 from mps.pareto import REPORT_OBJECTIVES, REPORT_SENSES, normalized_hypervolume, report_bounds, to_minimization
 from mps.stages.evaluate import DRIFT_COLUMNS, FP32, RESULT_COLUMNS
-from mps.supernet.mapping import MappingError, MappingFile, check_layers, load_mapping
+from mps.stages.pretrain import model_id
+from mps.supernet.mapping import MappingFile, check_layers, load_mapping
 from mps.tracking import Tracker
 from mps.units import drift_label, drift_title
 
@@ -62,19 +63,11 @@ def read_table(path: Path, columns: Sequence[str] | None, what: str, producer: s
     return df
 
 
-def read_mappings(mappings_dir: Path) -> dict[str, MappingFile]:
+def read_mappings(mappings_dir: Path, model_id: str) -> dict[str, MappingFile]:
+    """The search's mapping files by name; all must be for ``model_id`` (this run's model)."""
     if not mappings_dir.is_dir():
         raise ArtifactError(f"{mappings_dir}: mapping folder not found; fix: run 'mps search' first")
-    out: dict[str, MappingFile] = {}
-    model_ids = set()
-    for path in sorted(mappings_dir.glob("*.json")):
-        mapping = load_mapping(path)
-        out[mapping.name] = mapping
-        model_ids.add(mapping.model_id)
-    if len(model_ids) > 1:
-        raise MappingError(f"{mappings_dir}: mappings for several models ({', '.join(sorted(model_ids))}); "
-                           "fix: keep one search output per folder")
-    return out
+    return {m.name: m for m in (load_mapping(path, model_id) for path in sorted(mappings_dir.glob("*.json")))}
 
 
 def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
@@ -86,37 +79,33 @@ def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-_HV_KEYS = {"hypervolume", "hv", "normalized_hypervolume"}
-
-
-def _is_time_key(part: str) -> bool:
-    return part in {"search_seconds", "seconds", "wall_seconds", "search_time", "search_time_s", "wall_s",
-                    "time_s"} or part.endswith("_seconds")
+_SEARCH_FIELDS = {"hypervolume": "search_hypervolume", "search_seconds": "search_seconds",
+                  "evaluations": "evaluations"}
+SEARCH_COLUMNS = ["Method", "search_hypervolume", "search_seconds", "evaluations"]
 
 
 def search_summary(summary: Any, methods: Sequence[str]) -> pd.DataFrame:
-    """Per method: hypervolume and search seconds, from search.json in any nesting
-    (``{"mps": {"hypervolume": ..}}``, ``{"methods": {...}}`` or flat ``"mps.hypervolume"``)."""
-    flat = _flatten("", summary, {}) if isinstance(summary, dict) else {}
-    known = set(methods)
+    """Per method: hypervolume, search seconds and evaluations used, from search.json.
+
+    The search stage writes ``{"methods": {<method>: {"hypervolume", "search_seconds",
+    "evaluations", ...}}}``; flat DVC-style keys (``"mps.hypervolume"``) are read too.  A
+    method the search did not report (e.g. one evaluated from hand-written mappings) gets
+    empty cells."""
     rows: dict[str, dict[str, float]] = {}
-    for key, value in flat.items():
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            continue
-        parts = key.split(".")
-        named = [p for p in parts if p in known]
-        if len(named) != 1:
-            continue
-        others = [p for p in parts if p != named[0]]
-        if not others:
-            continue
-        metric = others[-1]
-        if metric in _HV_KEYS:
-            rows.setdefault(named[0], {})["search_hypervolume"] = float(value)
-        elif _is_time_key(metric):
-            rows.setdefault(named[0], {}).setdefault("search_seconds", float(value))
-    return pd.DataFrame([{"Method": m, **rows.get(m, {})} for m in methods],
-                        columns=["Method", "search_hypervolume", "search_seconds"])
+    if isinstance(summary, dict):
+        flat = _flatten("", summary, {})
+        # shallowest keys first, so a method's own entry wins over anything nested in its details
+        for key in sorted(flat, key=lambda k: (k.count("."), k)):
+            value = flat[key]
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                continue
+            parts = key.split(".")
+            if len(parts) < 2 or parts[-1] not in _SEARCH_FIELDS or parts[-2] not in methods:
+                continue
+            if parts[:-2] not in ([], ["methods"]):
+                continue
+            rows.setdefault(parts[-2], {}).setdefault(_SEARCH_FIELDS[parts[-1]], float(value))
+    return pd.DataFrame([{"Method": m, **rows.get(m, {})} for m in methods], columns=SEARCH_COLUMNS)
 
 
 # --------------------------------------------------------------------------- analysis
@@ -299,7 +288,7 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
     drift = read_table(evaluate_dir / "drift.csv", DRIFT_COLUMNS, "drift table", "mps evaluate")
     pareto = read_table(search_dir / "pareto.csv", None, "search Pareto table", "mps search")
     summary = read_json(search_dir / "search.json", "search summary")
-    mappings = read_mappings(search_dir / "mappings")
+    mappings = read_mappings(search_dir / "mappings", model_id(params))
     sensitivity = read_table(calibrate_dir / "sensitivity.csv", SENSITIVITY_COLUMNS, "sensitivity table",
                              "mps calibrate")
     if reference_time not in set(drift["drift_time"].astype(float)):
@@ -325,6 +314,7 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
         "Hypervolume (search, val)": per_method["search_hypervolume"].to_list(),
         f"Hypervolume (test, {ref})": [hv_test.get(m, float("nan")) for m in methods],
         "Search time (s)": per_method["search_seconds"].to_list(),
+        "Evaluations": per_method["evaluations"].to_list(),
     })
 
     layer_name = cfg.layers_mapping or (chosen["Mapping"] if chosen is not None else
@@ -348,8 +338,7 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
     table = results[["Method", "Mapping", "Accuracy_percent", "Analog_MAC_Ratio_percent", "Digital_Size_MB",
                      "Analog_Tiles", "Analog_Tile_Util_percent", "Params_M", "Latency_ms", "Energy_uJ_per_sample"]]
     table = table.rename(columns={"Accuracy_percent": f"Accuracy_percent ({ref})"})
-    model_id = results["Model"].iloc[0]
-    title = f"MPS report: {model_id} on {params.data.dataset}, seed {params.seed}"
+    title = f"MPS report: {results['Model'].iloc[0]} on {params.data.dataset}, seed {params.seed}"
     constraint = (f"Constraint: at most {cfg.max_acc_drop:g} points below FP32 at {drift_title(reference_time)} "
                   f"of drift, maximising `{cfg.maximize}` (the FP32 reference itself excluded).")
     op_counts = layer_df["operator"].value_counts().sort_index()

@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -36,7 +37,8 @@ from mps.artifacts import (ArtifactError, atomic_directory, atomic_write_json, a
                            read_json, sha256_file)
 from mps.config import Params, SearchConfig
 from mps.cost_model import mapping_costs, parse_hardware_profile
-from mps.pareto import DEFAULT_REF, normalized_hypervolume, pareto_ranks, report_bounds, to_minimization
+from mps.pareto import (DEFAULT_REF, normalized_hypervolume, objective_senses, pareto_ranks, report_bounds,
+                        to_minimization)
 from mps.runtime import seed_everything
 from mps.search.baselines import (FP32, fp32_baseline, fp32_mapping, greedy_search, nsga2_population, nsga2_search,
                                   random_search, read_sensitivity, sensitivity_order, uniform_baseline)
@@ -54,15 +56,15 @@ STATE_SCHEMA = "mps-search-state/1"
 
 
 # --------------------------------------------------------------------------- methods
+@dataclass
 class SearchContext:
     """What the searchers need besides their evaluator: the supernet, config, seed, inputs."""
 
-    def __init__(self, supernet, cfg: SearchConfig, seed: int, build_fp32: Callable, greedy_order: list[str] | None):
-        self.supernet = supernet
-        self.cfg = cfg
-        self.seed = seed
-        self.build_fp32 = build_fp32
-        self.greedy_order = greedy_order
+    supernet: Any  # mps.supernet.Supernet
+    cfg: SearchConfig
+    seed: int
+    build_fp32: Callable[[], Any]  # realises the FP32 baseline from the pretrained model
+    greedy_order: list[str] | None  # analog-capable layers, least sensitive first
 
 
 def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
@@ -270,7 +272,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
 
     # ---- outputs
     objectives = list(cfg.objectives)
-    senses = new_evaluator("report").senses
+    senses = objective_senses(objectives)
     written = [cost_objectives(e.costs) for r in results for e in r.selected]
     lower, upper, hv_info = hypervolume_setup(objectives, fp32_size, written)
     prov = provenance(params.digest(), seed=params.seed)

@@ -1,0 +1,354 @@
+"""Fault injection through the CLI, as a user meets it: malformed params, broken data, bad
+checkpoints and mapping files, interruptions, diverging training, unwritable outputs.
+
+Every fault must end in a one-line error naming the problem and the fix (exit 2; 3 for a
+diverged training; 130 for an interruption), with nothing written under a final output name.
+"""
+
+from __future__ import annotations
+
+import gzip
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, TINY_PARAMS
+
+pytestmark = pytest.mark.robustness
+MPS = [sys.executable, "-m", "mps.cli"]
+
+
+def _env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = f"{REPO}:{REPO / 'tests'}"
+    env["MPS_NO_MLFLOW"] = "1"
+    env["MPS_NO_PROGRESS"] = "1"
+    env.update(extra or {})
+    return env
+
+
+def mps(*args: str, cwd: Path, env: dict[str, str] | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run([*MPS, *args], cwd=cwd, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+
+
+def write_params(tmp: Path, **changes) -> Path:
+    raw = yaml.safe_load(TINY_PARAMS.read_text())
+    raw["hardware_profile"] = str(REPO / "hardware" / "pcm_default.yaml")  # tests run outside the repo
+    for dotted, value in changes.items():
+        node = raw
+        *parents, last = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[last] = value
+    path = tmp / "params.yaml"
+    path.write_text(yaml.safe_dump(raw))
+    return path
+
+
+def assert_clean_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    assert proc.returncode == code, (proc.returncode, proc.stdout[-2000:], proc.stderr[-2000:])
+    err = proc.stderr.strip().splitlines()
+    assert err, "an error message on stderr"
+    last = err[-1]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    for needle in needles:
+        assert needle in last, (needle, last)
+
+
+# --------------------------------------------------------------------------- params
+BAD_PARAMS = [
+    ({"bogus_key": 1}, "bogus_key"),
+    ({"pretrain.epochs": "ten"}, "pretrain.epochs"),
+    ({"pretrain.epochs": 0}, "pretrain.epochs"),
+    ({"pretrain.epochs": -3}, "pretrain.epochs"),
+    ({"evaluate.drift_times": [0.0, 86400.0]}, "evaluate.drift_times"),
+    ({"calibrate.drift_times": [-1.0]}, "calibrate.drift_times"),
+    ({"space.operators": []}, "space.operators"),
+    ({"model.name": "resnet9000"}, "model.name"),
+    ({"data.dataset": "imagenet"}, "data.dataset"),
+    ({"model.name": "no_such_pkg.models:net"}, "model.name"),
+    ({"hardware_profile": "hardware/missing.yaml"}, "missing.yaml"),
+]
+
+
+@pytest.mark.parametrize("changes,key", BAD_PARAMS, ids=[k for _, k in BAD_PARAMS])
+def test_bad_params_exit_2_before_any_work(tmp_path, changes, key):
+    params = write_params(tmp_path, **changes)
+    out = tmp_path / "out"
+    proc = mps("prepare-data", "--params", str(params), "--out", str(out), cwd=tmp_path)
+    assert_clean_error(proc, 2, key, "fix")
+    assert not out.exists()
+
+
+def test_tile_size_zero_in_hardware_profile(tmp_path):
+    profile = yaml.safe_load((REPO / "hardware" / "pcm_default.yaml").read_text())
+    profile["analog"]["tile_rows"] = 0
+    (tmp_path / "hw.yaml").write_text(yaml.safe_dump(profile))
+    params = write_params(tmp_path, hardware_profile=str(tmp_path / "hw.yaml"))
+    proc = mps("prepare-data", "--params", str(params), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_clean_error(proc, 2, "analog.tile_rows", "fix")
+    assert not (tmp_path / "out").exists()
+
+
+def test_missing_params_file_and_bad_yaml(tmp_path):
+    proc = mps("prepare-data", "--params", str(tmp_path / "nope.yaml"), "--out", "x", cwd=tmp_path)
+    assert_clean_error(proc, 2, "nope.yaml", "fix")
+    (tmp_path / "bad.yaml").write_text("data: [unclosed\n")
+    proc = mps("prepare-data", "--params", str(tmp_path / "bad.yaml"), "--out", "x", cwd=tmp_path)
+    assert_clean_error(proc, 2, "YAML", "fix")
+
+
+# --------------------------------------------------------------------------- data
+def test_missing_data_folder(tmp_path):
+    params = write_params(tmp_path, **{"data.root": str(tmp_path / "nowhere")})
+    proc = mps("prepare-data", "--params", str(params), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_clean_error(proc, 2, "nowhere", "fix")
+    assert not (tmp_path / "out").exists()
+
+
+def _fmnist_copy(tmp: Path) -> Path:
+    src = Path("/usr/share/datasets/fashion-mnist")
+    if not src.is_dir():
+        pytest.skip("dataset-fashion-mnist not installed")
+    dst = tmp / "fmnist"
+    shutil.copytree(src, dst)
+    return dst
+
+
+def test_truncated_idx_file(tmp_path):
+    root = _fmnist_copy(tmp_path)
+    f = root / "t10k-labels-idx1-ubyte.gz"
+    f.write_bytes(f.read_bytes()[:200])
+    params = write_params(tmp_path, **{"data.root": str(root)})
+    proc = mps("prepare-data", "--params", str(params), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_clean_error(proc, 2, "t10k-labels", "fix")
+    assert not (tmp_path / "out").exists()
+
+
+def test_label_out_of_range(tmp_path):
+    root = _fmnist_copy(tmp_path)
+    f = root / "t10k-labels-idx1-ubyte.gz"
+    raw = bytearray(gzip.decompress(f.read_bytes()))
+    raw[8 + 5] = 42
+    f.write_bytes(gzip.compress(bytes(raw)))
+    params = write_params(tmp_path, **{"data.root": str(root)})
+    proc = mps("prepare-data", "--params", str(params), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_clean_error(proc, 2, "label", "fix")
+
+
+def test_tampered_prepared_data_is_refused_by_the_next_stage(tmp_path, tiny_data):
+    data = tmp_path / "data"
+    shutil.copytree(tiny_data, data)
+    with open(data / "train.npz", "r+b") as fh:
+        fh.seek(100)
+        fh.write(b"\x00\xff\x00\xff")
+    params = write_params(tmp_path)
+    proc = mps("pretrain", "--params", str(params), "--data", str(data), "--out", str(tmp_path / "pre"), cwd=tmp_path)
+    assert_clean_error(proc, 2, "train.npz", "prepare-data")
+    assert not (tmp_path / "pre" / "model.pt").exists()
+
+
+# --------------------------------------------------------------------------- checkpoints
+@pytest.mark.parametrize("damage", ["truncated", "foreign", "other_kind"])
+def test_bad_checkpoint_is_a_clear_error(tmp_path, tiny_data, tiny_pretrained, damage):
+    ckpt = tmp_path / "model.pt"
+    if damage == "truncated":
+        ckpt.write_bytes(tiny_pretrained.read_bytes()[:5000])
+    elif damage == "foreign":
+        torch.save({"weights": torch.zeros(3)}, ckpt)
+    else:
+        from mps.artifacts import save_checkpoint
+
+        save_checkpoint(ckpt, "supernet", {"state_dict": {}})
+    params = write_params(tmp_path)
+    proc = mps("adapt", "--params", str(params), "--data", str(tiny_data), "--pretrained", str(ckpt),
+               "--out", str(tmp_path / "adapt"), cwd=tmp_path)
+    assert_clean_error(proc, 2, str(ckpt), "fix")
+    assert not (tmp_path / "adapt" / "supernet.pt").exists()
+
+
+def test_resume_checkpoint_corrupted_falls_back_to_previous(tmp_path):
+    from mps.training import EpochCheckpointer
+
+    ck = EpochCheckpointer(tmp_path / "work", "pretrain-state", "fp")
+    ck.save(1, {"x": torch.ones(2)})
+    ck.save(2, {"x": torch.full((2,), 2.0)})
+    ck.last.write_bytes(ck.last.read_bytes()[:50])
+    notes = []
+    epoch, state = ck.load(log=notes.append)
+    assert epoch == 1 and torch.equal(state["x"], torch.ones(2))
+    assert any("ignoring" in n for n in notes)
+
+
+# --------------------------------------------------------------------------- mapping files
+def _mapping_case(tiny_supernet, tmp_path, mutate):
+    import json
+
+    from mps.supernet import MappingFile, load_mapping, load_supernet
+
+    supernet, _ = load_supernet(tiny_supernet)
+    layers = supernet.uniform_mapping("int8")
+    raw = MappingFile(supernet.meta["model_id"], "m", "test", layers).to_json()
+    mutate(raw)
+    path = tmp_path / "m.json"
+    path.write_text(json.dumps(raw))
+    return lambda: load_mapping(path, supernet.meta["model_id"], supernet.allowed)
+
+
+def test_mapping_unknown_and_missing_layers_are_named(tiny_supernet, tmp_path):
+    from mps.supernet import MappingError
+
+    def mutate(raw):
+        first = next(iter(raw["layers"]))
+        raw["layers"].pop(first)
+        raw["layers"]["not.a.layer"] = "int8"
+
+    load = _mapping_case(tiny_supernet, tmp_path, mutate)
+    with pytest.raises(MappingError) as err:
+        load()
+    assert "not.a.layer" in str(err.value) and "conv1" in str(err.value) and "fix" in str(err.value)
+
+
+@pytest.mark.parametrize("op,needle", [("quantum", "unknown operators"), ("skip", "not allowed")])
+def test_mapping_unknown_or_forbidden_operator(tiny_supernet, tmp_path, op, needle):
+    from mps.supernet import MappingError
+
+    def mutate(raw):
+        last = list(raw["layers"])[-1]          # the classifier: skip is not allowed there
+        raw["layers"][last] = op
+
+    with pytest.raises(MappingError, match=needle):
+        _mapping_case(tiny_supernet, tmp_path, mutate)()
+
+
+def test_mapping_for_another_model(tiny_supernet, tmp_path):
+    from mps.supernet import MappingError
+
+    def mutate(raw):
+        raw["model_id"] = "resnet20@cifar10"
+
+    with pytest.raises(MappingError, match="resnet20@cifar10"):
+        _mapping_case(tiny_supernet, tmp_path, mutate)()
+
+
+# --------------------------------------------------------------------------- divergence
+def test_nan_loss_stops_with_message_and_keeps_last_good_checkpoint(tmp_path, tiny_data):
+    params = write_params(tmp_path, **{"model.name": "user_models:diverges_in_second_epoch", "pretrain.epochs": 3})
+    out = tmp_path / "pre"
+    work = tmp_path / "work"
+    proc = mps("pretrain", "--params", str(params), "--data", str(tiny_data), "--out", str(out),
+               "--work-dir", str(work), cwd=tmp_path)
+    assert_clean_error(proc, 3, "loss is nan", "checkpoint", "fix")
+    assert not (out / "model.pt").exists()
+    from mps.artifacts import load_checkpoint
+
+    assert load_checkpoint(work / "last.pt", "pretrain-state")["epoch"] == 1
+
+
+# --------------------------------------------------------------------------- interruption
+def _interrupt_when(proc: subprocess.Popen, marker: Path, sig: int, timeout: float = 240) -> None:
+    start = time.time()
+    while not marker.exists():
+        if proc.poll() is not None:
+            raise AssertionError(f"finished before the interruption: {proc.stderr.read()[-2000:]}")
+        if time.time() - start > timeout:
+            proc.kill()
+            raise AssertionError("no checkpoint appeared")
+        time.sleep(0.05)
+    proc.send_signal(sig)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupted_pretrain_resumes_to_the_same_result(tmp_path, tiny_data, sig):
+    params = write_params(tmp_path, **{"pretrain.epochs": 4})
+    ref = mps("pretrain", "--params", str(params), "--data", str(tiny_data), "--out", str(tmp_path / "ref"),
+              "--work-dir", str(tmp_path / "ref-work"), cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+
+    out, work = tmp_path / "pre", tmp_path / "work"
+    cmd = [*MPS, "pretrain", "--params", str(params), "--data", str(tiny_data), "--out", str(out), "--work-dir", str(work)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _interrupt_when(proc, work / "previous.pt", sig)
+    proc.wait(timeout=120)
+    assert proc.returncode == 130, proc.stderr.read()[-2000:]
+    assert not (out / "model.pt").exists() and not (out / "metrics.json").exists()
+    assert not list(out.glob(".*.tmp")) if out.exists() else True
+
+    resumed = mps("pretrain", "--params", str(params), "--data", str(tiny_data), "--out", str(out),
+                  "--work-dir", str(work), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stdout
+    a = torch.load(tmp_path / "ref" / "model.pt", weights_only=False)["state_dict"]
+    b = torch.load(out / "model.pt", weights_only=False)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_interrupted_adapt_resumes_to_the_same_result(tmp_path, tiny_data, tiny_pretrained):
+    params = write_params(tmp_path, **{"adapt.fairness_epochs": 1, "adapt.noise_epochs": 2,
+                                       "adapt.evidence_examples": 50})
+    common = ["--params", str(params), "--data", str(tiny_data), "--pretrained", str(tiny_pretrained)]
+    ref = mps("adapt", *common, "--out", str(tmp_path / "ref"), "--work-dir", str(tmp_path / "rw"), cwd=tmp_path)
+    assert ref.returncode == 0, ref.stderr
+
+    out, work = tmp_path / "adapt", tmp_path / "work"
+    proc = subprocess.Popen([*MPS, "adapt", *common, "--out", str(out), "--work-dir", str(work)], cwd=tmp_path,
+                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _interrupt_when(proc, work / "last.pt", signal.SIGTERM)
+    proc.wait(timeout=120)
+    assert proc.returncode == 130
+    assert not (out / "supernet.pt").exists()
+    resumed = mps("adapt", *common, "--out", str(out), "--work-dir", str(work), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert "resuming after epoch" in resumed.stdout
+    a = torch.load(tmp_path / "ref" / "supernet.pt", weights_only=False)["state_dict"]
+    b = torch.load(out / "supernet.pt", weights_only=False)["state_dict"]
+    for k in a:
+        if torch.is_tensor(a[k]):
+            assert torch.equal(a[k], b[k]), k
+
+
+# --------------------------------------------------------------------------- unwritable outputs
+def _mount_tmpfs(path: Path, options: str) -> None:
+    path.mkdir()
+    res = subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(path)], capture_output=True)
+    if res.returncode != 0:
+        pytest.skip("cannot mount a tmpfs here (needs root)")
+
+
+@pytest.mark.parametrize("kind", ["read-only", "full"])
+def test_unwritable_output_directory(tmp_path, tiny_data, kind):
+    mnt = tmp_path / "mnt"
+    _mount_tmpfs(mnt, "ro,size=1m" if kind == "read-only" else "size=64k")
+    try:
+        params = write_params(tmp_path, **{"pretrain.epochs": 1})
+        proc = mps("pretrain", "--params", str(params), "--data", str(tiny_data), "--out", str(mnt / "pre"),
+                   "--work-dir", str(tmp_path / "work"), cwd=tmp_path)
+        assert_clean_error(proc, 2, str(mnt), "fix")
+        assert not (mnt / "pre" / "model.pt").exists()
+    finally:
+        subprocess.run(["umount", str(mnt)], check=False)
+
+
+# --------------------------------------------------------------------------- MLflow status
+def test_failed_stage_is_marked_failed_in_mlflow(tmp_path, tiny_data, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    params = write_params(tmp_path)
+    env = _env({"MLFLOW_TRACKING_URI": mlflow_uri})
+    env.pop("MPS_NO_MLFLOW")
+    proc = mps("adapt", "--params", str(params), "--data", str(tiny_data), "--pretrained", str(tmp_path / "none.pt"),
+               "--out", str(tmp_path / "adapt"), cwd=tmp_path, env=env)
+    assert proc.returncode == 2
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    exp = client.get_experiment_by_name("mps-tiny")
+    runs = [r for r in client.search_runs([exp.experiment_id]) if r.data.tags.get("mps.stage") == "adapt"]
+    assert runs and runs[0].info.status == "FAILED"
+    assert "none.pt" in runs[0].data.tags["mps.error"]
