@@ -151,7 +151,6 @@ class CalibrateConfig(_Section):
     drift_times: list[float] = Field(default_factory=lambda: [86400.0])
     repeats: int = Field(default=2, gt=0)
     # caps the scoring batches (of batch_size) per sub-network; null = all val_examples
-    max_batches: int | None = Field(default=None, gt=0)
     # seeded subset of the validation split each layer is scored on (null = the whole split)
     val_examples: int | None = Field(default=1000, gt=0)
     batch_size: int = Field(default=512, gt=0)

@@ -140,10 +140,7 @@ def sensitivity_png(table: pd.DataFrame, drift_time: float) -> bytes:
 def calibration_set(params: Params, splits: Splits) -> EvalSet:
     """The seeded validation subset every sub-network is scored on (and its BN-recalibration batches)."""
     cfg = params.calibrate
-    limit = cfg.val_examples
-    if cfg.max_batches is not None:
-        limit = min(limit or len(splits.val[0]), cfg.max_batches * cfg.batch_size)
-    return eval_set(splits, "val", limit, params.seed, cfg.batch_size, calib_batches=cfg.bn_recalibration_batches)
+    return eval_set(splits, "val", cfg.val_examples, params.seed, cfg.batch_size, calib_batches=cfg.bn_recalibration_batches)
 
 
 def layer_grid(supernet: Supernet, reference_mapping: dict[str, str], layer: str | None, data: EvalSet,
