@@ -47,7 +47,7 @@ def _tracking_uri(uri: str) -> Iterator[None]:
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(global_before)
+        mlflow.set_tracking_uri(global_before)  # type: ignore[arg-type]  # None unsets it
         if env_before is None:
             os.environ.pop("MLFLOW_TRACKING_URI", None)
         else:

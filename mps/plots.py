@@ -19,6 +19,9 @@ import matplotlib
 matplotlib.use("Agg")
 
 import matplotlib.pyplot as plt  # noqa: E402  (backend first)
+from matplotlib.artist import Artist  # noqa: E402
+from matplotlib.collections import Collection  # noqa: E402
+from matplotlib.patches import Patch  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -119,9 +122,10 @@ def pareto_plot(results: pd.DataFrame, path: str | Path, reference_time: float,
     ax.set_title("Mappings: accuracy vs analog share")
     ax.grid(True, alpha=0.3)
     legend = ax.legend(loc="best", fontsize=8, title="method")
-    for handle in legend.legend_handles:
-        handle.set_facecolor("white")
-        handle.set_edgecolor("black")
+    for handle in legend.legend_handles:  # the legend shows the marker shapes; colour means memory
+        if isinstance(handle, Collection):
+            handle.set_facecolor("white")
+            handle.set_edgecolor("black")
     return _save(fig, path)
 
 
@@ -186,9 +190,7 @@ def layers_plot(layers: pd.DataFrame, path: str | Path, title: str,
         ax.set_yscale("log")
     ax.set_ylabel("MACs per sample (millions)")
     ax.set_title(title, pad=28)
-    from matplotlib.patches import Patch
-
-    handles = [Patch(facecolor=operator_colour(op), edgecolor="black", hatch="//" if op == "skip" else "", label=op)
+    handles: list[Artist] = [Patch(facecolor=operator_colour(op), edgecolor="black", hatch="//" if op == "skip" else "", label=op)
                for op in sorted(layers["operator"].unique())]
     if sensitivity is not None and len(sensitivity):
         ax2 = ax.twinx()

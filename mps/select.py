@@ -124,7 +124,7 @@ def select_mapping(search_dir: Path, evaluate_dir: Path | None, max_acc_drop: fl
         raise ConfigError(f"{search_dir}: no FP32 mapping with an accuracy ({source}) to measure the drop against; "
                           "fix: keep 'fp32' in search.baselines and rerun search (and evaluate)")
     fp32_acc = max(accuracy[n] for n in fp32_names)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for row in table.to_dict("records"):
         name = str(row["name"])
         if name not in accuracy or row["method"] == FP32:  # the reference, not a candidate

@@ -159,7 +159,8 @@ def nsga2_search(evaluator: ObjectiveEvaluator, supernet, k: int, seed: int, pop
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sampler = optuna.samplers.NSGAIISampler(population_size=population, seed=seed)
-    directions = ["maximize" if s == "max" else "minimize" for s in evaluator.senses]
+    directions = [optuna.study.StudyDirection.MAXIMIZE if s == "max" else optuna.study.StudyDirection.MINIMIZE
+                  for s in evaluator.senses]
     study = optuna.create_study(directions=directions, sampler=sampler)
     allowed = supernet.allowed
     trials = 0

@@ -115,7 +115,7 @@ def sample_from_alphas(supernet, generator: torch.Generator) -> dict[str, str]:
 
 def _fresh(evaluator: ObjectiveEvaluator, draw, n: int, seen: set[str], attempts: int) -> list[dict[str, str]]:
     """Up to ``n`` mappings from ``draw()`` that were not evaluated or drawn before."""
-    out = []
+    out: list[dict[str, str]] = []
     for _ in range(attempts):
         if len(out) >= n:
             break

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import numpy as np
 from torch import nn
@@ -30,6 +30,10 @@ from torch import nn
 from mps.cost_model import MappingCosts, mapping_costs
 from mps.evaluation import EvalSet, drift_accuracy_grid
 from mps.pareto import objective_senses, to_minimization
+
+if TYPE_CHECKING:
+    from mps.cost_model import HardwareProfile
+    from mps.supernet import Supernet
 
 OBJECTIVE_KEYS = ("accuracy", "analog_mac_ratio", "digital_size_mb", "energy_uj", "latency_ms")
 """Every objective an evaluation records (accuracy in percent, analog MAC ratio a fraction)."""
@@ -88,9 +92,9 @@ class ObjectiveEvaluator:
     model's objectives.
     """
 
-    supernet: nn.Module  # mps.supernet.Supernet
+    supernet: "Supernet"
     data: EvalSet
-    profile: object  # mps.cost_model.HardwareProfile
+    profile: "HardwareProfile"
     objectives: Sequence[str]
     drift_time: float
     budget: int
@@ -99,7 +103,7 @@ class ObjectiveEvaluator:
     show_progress: bool = True
     history: list[Evaluation] = field(default_factory=list, init=False)
     _cache: dict[str, Evaluation] = field(default_factory=dict, init=False, repr=False)
-    _bar: object = field(default=None, init=False, repr=False)
+    _bar: Any = field(default=None, init=False, repr=False)  # tqdm bar, made on first evaluation
 
     def __post_init__(self) -> None:
         if self.budget <= 0:

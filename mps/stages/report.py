@@ -199,10 +199,14 @@ Block = tuple  # ("p", text) | ("table", DataFrame) | ("img", file, alt)
 
 def _fmt(value: Any) -> str:
     if isinstance(value, (float, np.floating)):
-        if not math.isfinite(value):
+        v = float(value)
+        if not math.isfinite(v):
             return "–"
-        return f"{value:.4g}" if abs(value) < 1e-3 and value != 0 else f"{value:.4f}".rstrip("0").rstrip(".")
-    if value is None or (isinstance(value, float) and math.isnan(value)):
+        if v != 0 and abs(v) < 1e-3:
+            return f"{v:.4g}"
+        text = f"{v:.4f}".rstrip("0").rstrip(".")
+        return "0" if text == "-0" else text
+    if value is None:
         return "–"
     return str(value)
 
@@ -224,10 +228,6 @@ def html_table(df: pd.DataFrame) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def _md_inline(text: str) -> str:
-    return text
-
-
 def _html_inline(text: str) -> str:
     """The few inline Markdown forms the report's sentences use: **bold** and `code`."""
     out = html.escape(text)
@@ -243,7 +243,7 @@ def render_markdown(title: str, sections: list[tuple[str, list[Block]]]) -> str:
         lines += [f"## {heading}", ""]
         for block in blocks:
             if block[0] == "p":
-                lines += [_md_inline(block[1]), ""]
+                lines += [block[1], ""]
             elif block[0] == "table":
                 lines += [markdown_table(block[1]), ""]
             elif block[0] == "img":
@@ -342,7 +342,9 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
     constraint = (f"Constraint: at most {cfg.max_acc_drop:g} points below FP32 at {drift_title(reference_time)} "
                   f"of drift, maximising `{cfg.maximize}` (the FP32 reference itself excluded).")
     op_counts = layer_df["operator"].value_counts().sort_index()
-    layers_text = (f"Layers of **{layer_name}** ({layer_mapping.method}): "
+    why = ("set by report.layers_mapping" if cfg.layers_mapping else
+           "the selected mapping" if chosen is not None else "the most accurate mapping: none meets the constraint")
+    layers_text = (f"Layers of **{layer_name}** ({layer_mapping.method}; {why}): "
                    + ", ".join(f"{n} × {op}" for op, n in op_counts.items())
                    + (f"; red dots: each layer's analog sensitivity from calibrate at {drift_title(sens_time)}."
                       if sens_time is not None else "."))
@@ -358,7 +360,7 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
         ("Pareto front", [("img", "pareto.png", "Accuracy vs analog MAC ratio; colour: digital memory (MB)")]),
         ("Accuracy over drift time", [("img", "drift.png", "Accuracy vs drift time, best mapping per method"),
                                       ("table", drift_table(drift, results))]),
-        ("Layers of the selected mapping", [("p", layers_text), ("img", "layers.png", f"Operators of {layer_name}")]),
+        (f"Layers of {layer_name}", [("p", layers_text), ("img", "layers.png", f"Operators of {layer_name}")]),
     ]
     if not pareto.empty:
         sections.append(("Search's Pareto set (validation estimates)", [("table", pareto)]))

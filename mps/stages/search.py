@@ -147,7 +147,7 @@ def pareto_table(results: list[SearchResult], objectives: list[str], senses: tup
     rows, mats = [], []
     for result in results:
         names = mapping_names(result)
-        ranks = pareto_ranks(hv_matrix(result.selected, objectives, senses)) if result.selected else []
+        ranks = pareto_ranks(hv_matrix(result.selected, objectives, senses)).tolist() if result.selected else []
         for name, e, r in zip(names, result.selected, ranks):
             rows.append({"name": name, "method": result.method, "file": f"mappings/{name}.json", **_objectives(e),
                          "analog_tiles": int(e.costs.analog_tiles), "rank_in_method": int(r)})
@@ -271,7 +271,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         results.append(result)
 
     # ---- outputs
-    objectives = list(cfg.objectives)
+    objectives = [str(o) for o in cfg.objectives]
     senses = objective_senses(objectives)
     written = [cost_objectives(e.costs) for r in results for e in r.selected]
     lower, upper, hv_info = hypervolume_setup(objectives, fp32_size, written)

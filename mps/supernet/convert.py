@@ -29,6 +29,23 @@ def weight_layers(model: nn.Module) -> list[tuple[str, nn.Module]]:
     return [(name, m) for name, m in model.named_modules() if isinstance(m, WEIGHT_LAYERS)]
 
 
+def layer_info_from(name: str, layer: nn.Module, output: torch.Tensor) -> LayerInfo:
+    """LayerInfo of a conv-like (in_channels, kernel_size, groups) or linear-like
+    (in_features) module from its attributes and one output of a single example."""
+    # aihwkit layers set bias=False and keep a digital bias inside their tile module
+    has_bias = isinstance(getattr(layer, "bias", None), torch.Tensor) or any(
+        n.split(".")[-1] == "bias" for n, _ in layer.named_parameters())
+    if hasattr(layer, "in_channels"):
+        positions = int(output.shape[-1] * output.shape[-2])
+        info = LayerInfo(name, "conv", layer.in_channels, layer.out_channels, tuple(layer.kernel_size),
+                         layer.groups, has_bias, macs=0, out_positions=positions)
+    else:
+        positions = int(output.numel() // output.shape[-1])
+        info = LayerInfo(name, "linear", layer.in_features, layer.out_features, has_bias=has_bias,
+                         macs=0, out_positions=positions)
+    return LayerInfo(**{**info.__dict__, "macs": positions * info.out_features * info.weight_cols})
+
+
 @torch.no_grad()
 def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, LayerInfo], dict[str, bool]]:
     """One forward pass of a single example: LayerInfo per weight layer, plus whether the
@@ -40,24 +57,13 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[s
 
     def hook(name):
         def record(module, inputs, output):
-            calls[name] = calls.get(name, 0) + 1
-            x = inputs[0]
-            if isinstance(module, nn.Conv2d):
-                positions = int(output.shape[-1] * output.shape[-2])
-                info = LayerInfo(name, "conv", module.in_channels, module.out_channels,
-                                 tuple(module.kernel_size), module.groups, module.bias is not None,
-                                 macs=0, out_positions=positions)
-            else:
-                positions = int(output.numel() // output.shape[-1])
-                info = LayerInfo(name, "linear", module.in_features, module.out_features,
-                                 has_bias=module.bias is not None, macs=0, out_positions=positions)
-            macs = positions * info.out_features * info.weight_cols
+            info = layer_info_from(name, module, output)
             prev = infos.get(name)
             if prev is not None:  # a layer called twice per sample: its MACs add up
-                macs += prev.macs
-                positions += prev.out_positions
-            infos[name] = LayerInfo(**{**info.__dict__, "macs": macs, "out_positions": positions})
-            skip_ok[name] = skip_output_matches(module, x[:1], output[:1])
+                info = LayerInfo(**{**info.__dict__, "macs": info.macs + prev.macs,
+                                    "out_positions": info.out_positions + prev.out_positions})
+            infos[name] = info
+            skip_ok[name] = skip_output_matches(module, inputs[0][:1], output[:1])
         return record
 
     handles = [m.register_forward_hook(hook(n)) for n, m in layers]

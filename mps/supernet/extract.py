@@ -20,7 +20,9 @@ from mps.artifacts import ArtifactError, load_checkpoint, save_checkpoint
 from mps.config import SpaceConfig
 from mps.models import build_model
 from mps.supernet.choice import ChoiceLayer
-from mps.supernet.convert import Supernet, _set_submodule, convert_to_supernet, realize
+from mps.layer_info import LayerInfo
+from mps.supernet.convert import Supernet, _set_submodule, convert_to_supernet, layer_info_from, realize
+from mps.supernet.operators import Operator, Skip, shaped_layer
 from mps.supernet.mapping import MappingFile
 
 SUPERNET_KIND = "supernet"
@@ -36,6 +38,30 @@ def extract(supernet: Supernet, mapping: Mapping[str, str]) -> nn.Module:
         assert isinstance(layer, ChoiceLayer)
         _set_submodule(model, name, layer.ops[mapping[name]])
     return model.eval()
+
+
+@torch.no_grad()
+def describe_deployed(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, LayerInfo], dict[str, str]]:
+    """Layer table and mapping read back from a standalone model: each operator found by type,
+    its shape from its own weights and one traced forward pass (a skip keeps the removed
+    layer's description).  Lets a cost be computed from a deployed model alone."""
+    ops = [(n, m) for n, m in model.named_modules() if isinstance(m, Operator)]
+    outputs: dict[str, torch.Tensor] = {}
+    handles = [m.register_forward_hook(lambda mod, i, o, n=n: outputs.setdefault(n, o)) for n, m in ops]
+    try:
+        model.eval()
+        model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in handles:
+            h.remove()
+    infos, mapping = {}, {}
+    for name, op in ops:
+        if isinstance(op, Skip):
+            infos[name] = LayerInfo(**{**op.source.__dict__, "name": name})
+        else:
+            infos[name] = layer_info_from(name, shaped_layer(op), outputs[name])
+        mapping[name] = op.name
+    return infos, mapping
 
 
 def _profile_from(raw: Mapping[str, Any]):

@@ -36,6 +36,14 @@ def operator_class(name: str) -> type["Operator"]:
         raise ConfigError(f"unknown operator {name!r}; fix: use one of {', '.join(sorted(OPERATORS))}") from None
 
 
+def shaped_layer(op: nn.Module) -> nn.Module | None:
+    """The module inside an operator that carries the layer's shape attributes."""
+    for module in op.modules():
+        if hasattr(module, "in_channels") or hasattr(module, "in_features"):
+            return module
+    return None
+
+
 @dataclass(frozen=True)
 class BuildContext:
     """What an operator may need besides the layer: its static info and the hardware profile."""
@@ -177,17 +185,20 @@ class Skip(Operator):
     name = "skip"
     kind = "skip"
 
-    def __init__(self, out_features: int, is_conv: bool, stride: tuple[int, int] = (1, 1)):
+    def __init__(self, out_features: int, is_conv: bool, stride: tuple[int, int] = (1, 1),
+                 source: LayerInfo | None = None):
         super().__init__()
         self.out_features = out_features
         self.is_conv = is_conv
         self.stride = stride
+        self.source = source  # the removed layer: a skip has no weights to read its shape from
 
     @classmethod
-    def from_layer(cls, layer: nn.Module, ctx: BuildContext) -> "Skip":
+    def from_layer(cls, layer: nn.Module, ctx: BuildContext | None) -> "Skip":
+        source = ctx.info if ctx is not None else None
         if isinstance(layer, nn.Conv2d):
-            return cls(layer.out_channels, True, tuple(layer.stride))
-        return cls(layer.out_features, False)
+            return cls(layer.out_channels, True, tuple(layer.stride), source)
+        return cls(layer.out_features, False, source=source)
 
     def _match_features(self, x: torch.Tensor, dim: int) -> torch.Tensor:
         have = x.shape[dim]
@@ -212,5 +223,5 @@ def skip_output_matches(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> b
     """Whether the skip path reproduces the layer's output shape for this input (checked once
     at conversion, so a layer whose shape cannot be matched never offers ``skip``)."""
     with torch.no_grad():
-        out = Skip.from_layer(layer, None)(x)  # type: ignore[arg-type]
+        out = Skip.from_layer(layer, None)(x)
     return tuple(out.shape) == tuple(y.shape)
