@@ -118,6 +118,8 @@ def _parse_set(values: list[str]) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mps", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="stage", required=True, metavar="STAGE")
+    for name, (help_text, _) in TOOLS.items():
+        sub.add_parser(name, help=help_text, add_help=False)
     for name, (help_text, arguments, _) in STAGES.items():
         p = sub.add_parser(name, help=help_text, description=help_text)
         p.add_argument("--params", default="params.yaml", help="params file (default params.yaml)")
@@ -160,7 +162,29 @@ def preflight(stage: str, params: Params) -> None:
                               + (" or install dataset-fashion-mnist (make setup)" if params.data.dataset == "fashion-mnist" else ""))
 
 
+def _select(argv: list[str]) -> int:
+    from mps.select import select_main
+
+    return select_main(argv)
+
+
+def _compare(argv: list[str]) -> int:
+    from mps.compare import compare_main
+
+    return compare_main(argv)
+
+
+# Commands that are not pipeline stages (no params file, no MLflow run of their own).
+TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
+    "select": ("pick one mapping from a Pareto set by constraint", _select),
+    "compare": ("tabulate MLflow runs across pipeline runs (models, seeds, methods)", _compare),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TOOLS:
+        return TOOLS[argv[0]][1](argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     _, _, body = STAGES[args.stage]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -13,6 +14,7 @@ from mps.tracking import PIPELINE_ENV, stage_run
 
 def _log_pipeline(pipeline: str, model: str, seed: int, acc: float, monkeypatch) -> None:
     monkeypatch.setenv(PIPELINE_ENV, pipeline)
+    monkeypatch.chdir(Path(os.environ["MLFLOW_TRACKING_URI"][len("sqlite:///"):]).parent)  # artifact root there
     tags = {"mps.model": model, "mps.dataset": "fashion-mnist", "mps.seed": seed}
     with stage_run("search", "digest", "cmp", tags) as tracker:
         tracker.log_metrics({"mps.hypervolume": 0.5 + seed, "mps.search_seconds": 3.0})

@@ -138,8 +138,10 @@ class Supernet(nn.Module):
         return [layer.alphas for layer in self.choice_layers().values()]
 
     def weight_parameters(self) -> Iterable[nn.Parameter]:
+        """Trainable weights: not the alphas, and not aihwkit's ``analog_ctx`` placeholders (the
+        torch tile's real weight is its own parameter, trained by plain autograd)."""
         alpha_ids = {id(p) for p in self.alpha_parameters()}
-        return (p for p in self.parameters() if id(p) not in alpha_ids)
+        return (p for n, p in self.named_parameters() if id(p) not in alpha_ids and not n.endswith("analog_ctx"))
 
     # ---- sub-networks
     def set_mapping(self, mapping: Mapping[str, str]) -> None:

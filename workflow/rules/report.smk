@@ -13,7 +13,7 @@ rule report:
         drift_plot=run_dir("report") + "/drift.png",
         layers_plot=run_dir("report") + "/layers.png",
     params:
-        digest=section_digest("report"),
+        digest=section_digest("report", "evaluate"),
         out=run_dir("report"),
         evaluate=run_dir("evaluate"),
         search=run_dir("search"),

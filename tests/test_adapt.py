@@ -1,0 +1,103 @@
+"""Adaptation: strict fairness, the progressive noise schedule, and the stage on the tiny profile."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from conftest import tiny_params
+from mps.config import NoiseRampConfig
+from mps.noise_schedule import layer_schedule, normalised_sensitivity, ramp_fraction, ramp_step_at
+from mps.stages.adapt import analog_choice_layers, apply_noise_fraction, fair_paths, fair_step
+from mps.supernet import load_supernet
+from mps.supernet.analog import training_noise
+
+
+def test_fair_paths_cover_every_operator_of_every_layer():
+    allowed = {"a": ["analog", "int8", "fp16", "skip"], "b": ["int8", "fp16"], "c": ["fp16"]}
+    for seed in range(20):
+        paths, counts = fair_paths(allowed, torch.Generator().manual_seed(seed))
+        assert len(paths) == 4
+        assert sorted(p["a"] for p in paths) == sorted(allowed["a"])       # exactly once each
+        assert set(p["b"] for p in paths) == {"int8", "fp16"}               # each at least once
+        assert sum(counts["b"].values()) == 4 and all(p["c"] == "fp16" for p in paths)
+
+
+def test_one_fair_step_updates_every_operator_exactly_once(tiny_supernet):
+    """Count it: every operator's forward runs in the step, and the optimizer makes one update
+    in which every operator's weights move (gradients of repeated operators are averaged)."""
+    supernet, _ = load_supernet(tiny_supernet)
+    supernet.train()
+    layers = supernet.choice_layers()
+    calls = {(n, op): 0 for n, l in layers.items() for op in l.op_names}
+    for n, l in layers.items():
+        for op, module in l.ops.items():
+            module.register_forward_hook(lambda m, i, o, key=(n, op): calls.__setitem__(key, calls[key] + 1))
+    def weights(module):
+        return [p for name, p in module.named_parameters() if not name.endswith("analog_ctx")]
+
+    before = {(n, op): [p.detach().clone() for p in weights(m)] for n, l in layers.items() for op, m in l.ops.items()}
+    opt = torch.optim.SGD(supernet.weight_parameters(), lr=0.1)
+    steps = []
+    opt.register_step_post_hook(lambda *a: steps.append(1))
+    x, y = torch.randn(8, 1, 28, 28), torch.randint(10, (8,))
+    _, counts = fair_step(supernet, x, y, opt, torch.Generator().manual_seed(0), "test")
+    assert len(steps) == 1
+    k = max(len(l.op_names) for l in layers.values())
+    for (n, op), c in calls.items():
+        assert c == counts[n][op] >= 1
+        assert sum(counts[n].values()) == k
+        after = weights(layers[n].ops[op])
+        if after and op != "skip":
+            assert any(not torch.equal(a, b) for a, b in zip(after, before[(n, op)])), (n, op)
+
+
+def test_noise_schedule_reaches_target_and_never_exceeds_it():
+    cfg = NoiseRampConfig(steps=5, start_fraction=0.2, sensitivity_slowdown=1.0)
+    drops = {"l1": 0.1, "l2": 5.0, "l3": 1.0}
+    sched = layer_schedule(drops, cfg)
+    z = normalised_sensitivity(drops)
+    assert z == {"l1": 0.0, "l3": 0.5, "l2": 1.0}
+    for name, fractions in sched.items():
+        assert fractions[0] == pytest.approx(0.2) and fractions[-1] == 1.0
+        assert all(0.2 <= f <= 1.0 for f in fractions)
+        assert fractions == sorted(fractions)
+    for s in range(1, 4):                       # sensitive layers rise more slowly
+        assert sched["l2"][s] < sched["l3"][s] < sched["l1"][s]
+    flat = NoiseRampConfig(steps=3, start_fraction=0.5, sensitivity_slowdown=0.0)
+    assert ramp_fraction(1, flat, 0.0) == ramp_fraction(1, flat, 1.0) == pytest.approx(0.75)
+    assert [ramp_step_at(s, 12, cfg) for s in (0, 3, 11)] == [0, 1, 4]
+
+
+def test_noise_fraction_is_applied_to_the_analog_tiles(tiny_supernet):
+    from mps.cost_model import default_hardware_profile
+
+    supernet, _ = load_supernet(tiny_supernet)
+    profile = default_hardware_profile()
+    names = list(analog_choice_layers(supernet))
+    apply_noise_fraction(supernet, {n: 0.5 for n in names}, profile)
+    for layer in analog_choice_layers(supernet).values():
+        assert training_noise(layer) == pytest.approx((0.5 * profile.analog.out_noise,
+                                                       0.5 * profile.analog.hwa_weight_noise))
+    apply_noise_fraction(supernet, {}, profile)
+    for layer in analog_choice_layers(supernet).values():
+        assert training_noise(layer) == pytest.approx((profile.analog.out_noise, profile.analog.hwa_weight_noise))
+
+
+def test_adapt_stage_on_tiny_profile(tmp_path, tiny_data, tiny_pretrained):
+    from mps.stages.adapt import run
+    from mps.tracking import NullTracker
+
+    params = tiny_params(**{"adapt.evidence_examples": 50})
+    metrics = run(params, tiny_data, tiny_pretrained, tmp_path / "adapt", tmp_path / "work", NullTracker())
+    assert (tmp_path / "adapt" / "supernet.pt").exists()
+    saved = json.loads((tmp_path / "adapt" / "metrics.json").read_text())
+    assert saved == metrics
+    for key in ("adapted_analog.accuracy_drift", "pretrained_analog.accuracy_drift", "adapted_int8.accuracy",
+                "adapted_fp16.accuracy", "pretrained.accuracy", "fairness_seconds", "noise_seconds"):
+        assert key in metrics
+    assert not (tmp_path / "work").exists(), "resume state is cleared after success"
+    supernet, ckpt = load_supernet(tmp_path / "adapt" / "supernet.pt")
+    assert ckpt["sensitivity_probe"] and set(ckpt["sensitivity_probe"]) == set(analog_choice_layers(supernet))
