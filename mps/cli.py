@@ -76,6 +76,12 @@ def _report(params: Params, args: argparse.Namespace, tracker) -> None:
     run(params, Path(args.evaluate), Path(args.search), Path(args.calibrate), Path(args.out), tracker)
 
 
+def _aggregate(params: Params, args: argparse.Namespace, tracker) -> None:
+    from mps.stages.aggregate import run
+
+    run(params, [Path(p) for p in args.results], Path(args.out), tracker)
+
+
 def _opt(flag: str, help_text: str, required: bool = True) -> tuple[str, dict]:
     return flag, {"required": required, "help": help_text}
 
@@ -102,6 +108,9 @@ STAGES: dict[str, tuple[str, list[tuple[str, dict]], Callable[..., None]]] = {
     "report": ("results table, plots and the Markdown/HTML report",
                [_opt("--evaluate", "evaluate folder"), _opt("--search", "search folder"),
                 _opt("--calibrate", "calibrate folder"), _OUT], _report),
+    "aggregate": ("one table across the sweep grid: mean ± std over seeds",
+                  [("--results", {"required": True, "nargs": "+", "help": "evaluate results.csv files"}), _OUT],
+                  _aggregate),
 }
 
 

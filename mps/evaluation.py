@@ -37,10 +37,12 @@ class EvalSet:
     batch_size: int = 512
     calib_batches: int = 8
     calib_batch_size: int = 128
+    device: str = "cpu"
 
 
 @torch.no_grad()
-def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int) -> None:
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batches: int, batch_size: int,
+                          device: str = "cpu") -> None:
     """Re-estimate BN running statistics (cumulative average) on ``batches`` batches of ``x``."""
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
     if not bns or batches <= 0 or x is None or len(x) == 0:
@@ -55,7 +57,7 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batches: int, batch
     for i, idx in enumerate(iterate_batches(len(x), batch_size)):
         if i >= batches:
             break
-        model(x[idx])
+        model(x[idx].to(device))
     for bn, momentum in zip(bns, saved):
         bn.momentum = momentum
         bn.eval()
@@ -73,13 +75,13 @@ def drift_accuracy_grid(model: nn.Module, data: EvalSet, drift_times: Sequence[f
     A model without analog layers is deterministic: it is evaluated once and the value
     repeated, which is exact and saves the repeats' time.
     """
-    model.eval()
+    model.to(data.device).eval()
     if recalibrate and data.calib_x is not None:
         torch.manual_seed(seed)
-        recalibrate_batchnorm(model, data.calib_x, data.calib_batches, data.calib_batch_size)
+        recalibrate_batchnorm(model, data.calib_x, data.calib_batches, data.calib_batch_size, data.device)
     out = np.zeros((repeats, len(drift_times)))
     if not has_analog(model):
-        acc = evaluate_accuracy(model, data.x, data.y, data.batch_size)
+        acc = evaluate_accuracy(model, data.x, data.y, data.batch_size, data.device)
         out[:] = acc
         return out
     try:
@@ -89,7 +91,7 @@ def drift_accuracy_grid(model: nn.Module, data: EvalSet, drift_times: Sequence[f
             program_analog(model)
             for j, t in enumerate(drift_times):
                 drift_analog(model, t)
-                out[r, j] = evaluate_accuracy(model, data.x, data.y, data.batch_size)
+                out[r, j] = evaluate_accuracy(model, data.x, data.y, data.batch_size, data.device)
     finally:
         reset_programming(model)
     return out

@@ -41,9 +41,12 @@ def copy_repo(dest: Path, mlflow_db: str | None = None) -> Path:
     shutil.copy(TINY_PARAMS, dest / "params.yaml")
     if mlflow_db:
         shutil.copy(mlflow_db, dest / "mlflow.db")
-    subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
+    # a fixed author and date give every copy the same commit id, so provenance records match
+    git_env = {**os.environ, "GIT_AUTHOR_DATE": "2026-01-01T00:00:00", "GIT_COMMITTER_DATE": "2026-01-01T00:00:00",
+               "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    subprocess.run(["git", "init", "-q", "-b", "main"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], cwd=dest, check=True)
+    subprocess.run(["git", "commit", "-qm", "copy"], cwd=dest, check=True, env=git_env)
     return dest
 
 
@@ -64,6 +67,7 @@ FINAL_OUTPUTS = [
     f"{RUN}/search/pareto.csv", f"{RUN}/search/search.json",
     f"{RUN}/evaluate/results.csv", f"{RUN}/evaluate/drift.csv",
     f"{RUN}/report/report.html", f"{RUN}/report/report.md", f"{RUN}/report/pareto.png",
+    "results/summary/summary.csv", "results/summary/summary.md",
 ]
 
 
@@ -76,38 +80,65 @@ def _mlflow_stage_runs(repo: Path) -> dict[str, str]:
     return {r.data.tags.get("mps.stage", r.info.run_name): r for r in runs}
 
 
+@pytest.fixture(scope="module")
+def snakemake_run(tmp_path_factory, mlflow_db) -> Path:
+    """The tiny pipeline through Snakemake's cluster-generic executor: the cluster profile and
+    its local stand-in submit command exercised for real."""
+    repo = copy_repo(tmp_path_factory.mktemp("smk") / "repo", mlflow_db)
+    _run(["snakemake", "--workflow-profile", "workflow/profiles/cluster-generic"], repo)
+    return repo
+
+
+@pytest.fixture(scope="module")
+def dvc_run(tmp_path_factory, mlflow_db) -> Path:
+    repo = copy_repo(tmp_path_factory.mktemp("dvc") / "repo", mlflow_db)
+    _run(["dvc", "repro"], repo)
+    return repo
+
+
 @pytest.mark.e2e
-def test_snakemake_runs_tiny_pipeline_end_to_end(tmp_path, mlflow_db):
-    repo = copy_repo(tmp_path / "repo", mlflow_db)
-    _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default"], repo)
+def test_snakemake_runs_tiny_pipeline_end_to_end(snakemake_run):
+    repo = snakemake_run
     for rel in FINAL_OUTPUTS:
         assert (repo / rel).exists(), rel
     metrics = json.loads((repo / RUN / "pretrain" / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"] <= 100
 
     runs = _mlflow_stage_runs(repo)
-    for stage in ("prepare-data", "pretrain", "adapt", "calibrate", "search", "evaluate", "report"):
+    for stage in ("prepare-data", "pretrain", "adapt", "calibrate", "search", "evaluate", "report", "aggregate"):
         assert stage in runs, f"no MLflow run for {stage}"
         assert runs[stage].info.status == "FINISHED"
     parents = {r.data.tags.get("mlflow.parentRunId") for s, r in runs.items() if s != "pipeline"}
     parents.discard(None)
     assert len(parents) == 1, "all stage runs nest under one pipeline run"
 
-    # a second invocation has nothing to do
+    # a second invocation, with the local executor, has nothing to do
     proc = _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default", "-n"], repo)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
 @pytest.mark.e2e
-def test_dvc_repro_runs_tiny_pipeline_and_shows_metrics(tmp_path, mlflow_db):
-    repo = copy_repo(tmp_path / "repo", mlflow_db)
-    _run(["dvc", "repro"], repo)
+def test_dvc_repro_runs_tiny_pipeline_and_shows_metrics(dvc_run):
+    repo = dvc_run
     for rel in FINAL_OUTPUTS:
         assert (repo / rel).exists(), rel
     shown = _run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "test_accuracy" in shown
     status = _run(["dvc", "status"], repo).stdout
     assert "changed" not in status
+
+
+@pytest.mark.e2e
+def test_same_params_and_seed_give_identical_mappings_and_metrics(snakemake_run, dvc_run):
+    """Reproducibility across the two engines: byte-identical mapping files, identical metrics."""
+    smk_maps = sorted((snakemake_run / RUN / "search" / "mappings").glob("*.json"))
+    dvc_maps = sorted((dvc_run / RUN / "search" / "mappings").glob("*.json"))
+    assert [p.name for p in smk_maps] == [p.name for p in dvc_maps] and smk_maps
+    for a, b in zip(smk_maps, dvc_maps):
+        assert a.read_bytes() == b.read_bytes(), a.name
+    for rel in (f"{RUN}/evaluate/results.csv", f"{RUN}/evaluate/drift.csv", f"{RUN}/evaluate/metrics.json",
+                f"{RUN}/search/pareto.csv", f"{RUN}/calibrate/sensitivity.csv"):
+        assert (snakemake_run / rel).read_bytes() == (dvc_run / rel).read_bytes(), rel
 
 
 # --------------------------------------------------------------------------- agreement
@@ -147,7 +178,8 @@ def test_snakemake_and_dvc_describe_the_same_pipeline(tmp_path):
     repo = copy_repo(tmp_path / "repo")
     smk = _snakemake_jobs(repo)
     dvc = _dvc_stages(repo, "results")
-    assert set(smk) == set(dvc) == {"prepare-data", "pretrain", "adapt", "calibrate", "search", "evaluate", "report"}
+    assert set(smk) == set(dvc) == {"prepare-data", "pretrain", "adapt", "calibrate", "search", "evaluate", "report",
+                                    "aggregate"}
     for stage in smk:
         assert smk[stage][1], f"{stage}: no outputs parsed"
         assert smk[stage][1] == dvc[stage][1], f"{stage}: outputs differ"

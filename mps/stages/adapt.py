@@ -35,7 +35,7 @@ from mps.artifacts import ArtifactError, atomic_write_json, provenance
 from mps.config import Params
 from mps.evaluation import accuracy_at
 from mps.noise_schedule import normalised_sensitivity, ramp_fraction, ramp_step_at
-from mps.runtime import progress, seed_everything
+from mps.runtime import progress, resolve_device, seed_everything
 from mps.stages.common import Splits, eval_set, hardware_profile, load_splits
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import Supernet, convert_to_supernet, extract, realize, save_supernet
@@ -103,9 +103,9 @@ def apply_noise_fraction(supernet: Supernet, fractions: dict[str, float], profil
         set_training_noise(layer, f * profile.analog.out_noise, f * profile.analog.hwa_weight_noise)
 
 
-def sensitivity_probe(supernet: Supernet, splits: Splits, seed: int) -> dict[str, float]:
+def sensitivity_probe(supernet: Supernet, splits: Splits, seed: int, device: str) -> dict[str, float]:
     """Quick per-layer probe: accuracy drop with only that layer analog (programming noise, t=1 s)."""
-    data = eval_set(splits, "val", PROBE_EXAMPLES, seed, calib_batches=2)
+    data = eval_set(splits, "val", PROBE_EXAMPLES, seed, calib_batches=2, device=device)
     reference = supernet.uniform_mapping("fp16")
     ref_acc, _ = accuracy_at(extract(supernet, reference), data, 1.0, 1, seed)
     drops = {}
@@ -119,7 +119,8 @@ def sensitivity_probe(supernet: Supernet, splits: Splits, seed: int) -> dict[str
 def evidence(supernet: Supernet, pretrained_path: Path, splits: Splits, params: Params, profile) -> dict[str, float]:
     """Accuracy of the adapted sub-networks against the pretrained model (test split)."""
     cfg = params.adapt
-    data = eval_set(splits, "test", cfg.evidence_examples, params.seed, calib_batches=cfg.bn_recalibration_batches)
+    data = eval_set(splits, "test", cfg.evidence_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
+                    device=params.device)
     t = cfg.evidence_drift_time
     fp32_model, ckpt = load_pretrained(pretrained_path)
     shape = tuple(ckpt["image_shape"])
@@ -160,7 +161,8 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
     splits = load_splits(data_dir)
     profile = hardware_profile(params)
     seed_everything(params.seed)
-    supernet = build_supernet(params, pretrained_path, splits.manifest, profile)
+    device = resolve_device(params.device)
+    supernet = build_supernet(params, pretrained_path, splits.manifest, profile).to(device)
     x_train, y_train = splits.train
     fill = mdata.black_fill(splits.manifest)
     n_steps = steps_per_epoch(len(x_train), cfg.batch_size, cfg.max_steps_per_epoch)
@@ -194,7 +196,7 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
             # phase 1 trains every path fairly without HWA noise; phase 2 ramps it up
             apply_noise_fraction(supernet, {n: 0.0 for n in analog_choice_layers(supernet)}, profile)
         elif sensitivity is None:
-            sensitivity = sensitivity_probe(supernet, splits, params.seed)
+            sensitivity = sensitivity_probe(supernet, splits, params.seed, params.device)
             tracker.log_metrics({f"probe_drop.{n}": v for n, v in sensitivity.items()})
         z = normalised_sensitivity(sensitivity or {})
         supernet.train()
@@ -209,7 +211,8 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
                 apply_noise_fraction(supernet, {n: ramp_fraction(rs, cfg.noise_ramp, z.get(n, 1.0))
                                                 for n in analog_choice_layers(supernet)}, profile)
             xb = mdata.augment_batch(x_train[idx], gen, fill=fill)
-            loss, _ = fair_step(supernet, xb, y_train[idx], optimizer, gen, f"adapt {phase} epoch {epoch + 1}")
+            loss, _ = fair_step(supernet, xb.to(device), y_train[idx].to(device), optimizer, gen,
+                                f"adapt {phase} epoch {epoch + 1}")
             scheduler.step()
             losses.append(loss)
         wall[phase] += time.perf_counter() - t0

@@ -11,6 +11,7 @@ import torch
 from mps import data as mdata
 from mps.config import Params
 from mps.evaluation import EvalSet
+from mps.runtime import resolve_device
 
 
 @dataclass
@@ -38,12 +39,13 @@ def _head(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int) -> tup
 
 
 def eval_set(splits: Splits, split: str, limit: int | None, seed: int, batch_size: int = 512,
-             calib_batches: int = 8) -> EvalSet:
+             calib_batches: int = 8, device: str = "auto") -> EvalSet:
     """Scoring examples from ``split`` plus training examples for BN recalibration."""
     x, y = _head(*getattr(splits, split), limit, seed)
     calib_x = splits.train[0][torch.randperm(len(splits.train[0]), generator=torch.Generator().manual_seed(seed + 1))
                               [: calib_batches * 128]]
-    return EvalSet(x, y, calib_x=calib_x, batch_size=batch_size, calib_batches=calib_batches, calib_batch_size=128)
+    return EvalSet(x, y, calib_x=calib_x, batch_size=batch_size, calib_batches=calib_batches, calib_batch_size=128,
+                   device=str(resolve_device(device)))
 
 
 def hardware_profile(params: Params):

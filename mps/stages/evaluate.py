@@ -344,7 +344,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     layers = list(supernet.infos.values())
     costs_of = {c.name: mapping_costs(layers, c.mapping.layers, profile) for c in candidates}
     data = eval_set(splits, "test", cfg.max_test_examples, params.seed, cfg.batch_size,
-                    calib_batches=cfg.bn_recalibration_batches)
+                    calib_batches=cfg.bn_recalibration_batches, device=params.device)
 
     tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
                         "mappings": len(candidates), "test_examples": len(data.x),

@@ -237,7 +237,8 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         greedy_order = sensitivity_order(table, supernet, cfg.drift_time, str(sensitivity_path))
         key_inputs.append(sensitivity_path)
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
-    data = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches)
+    data = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
+                    device=params.device)
     layers = list(supernet.infos.values())
     fp32_size = mapping_costs(layers, fp32_mapping(supernet), profile).digital_size_mb
     shape = tuple(pre_ckpt["image_shape"])

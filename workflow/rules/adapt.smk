@@ -16,5 +16,6 @@ rule adapt:
     resources:
         mem_mb=8000,
         runtime=240,
+        gpu=GPUS,
     shell:
         stage_cmd("adapt") + " --data {input.data} --pretrained {input.pretrained} --out {params.out} > {log} 2>&1"

@@ -17,5 +17,6 @@ rule calibrate:
     resources:
         mem_mb=6000,
         runtime=120,
+        gpu=GPUS,
     shell:
         stage_cmd("calibrate") + " --data {input.data} --supernet {input.supernet} --out {params.out} > {log} 2>&1"

@@ -17,6 +17,11 @@ MODELS = _grid("models", config["model"]["name"] if "model" in config else "resn
 SEEDS = _grid("seeds", config.get("seed", 0))
 
 
+# Stages that can use a GPU ask for one when params say device: cuda (a cluster executor
+# turns this into the job's GPU request).
+GPUS = 1 if config.get("device") == "cuda" else 0
+
+
 def run_dir(stage):
     """Per (dataset, model, seed) folder of one stage's outputs."""
     return OUT + "/{dataset}/{model}/s{seed}/" + stage
@@ -35,4 +40,5 @@ def stage_cmd(stage):
 
 
 def all_targets():
-    return expand(run_dir("report") + "/report.html", dataset=DATASETS, model=MODELS, seed=SEEDS)
+    reports = expand(run_dir("report") + "/report.html", dataset=DATASETS, model=MODELS, seed=SEEDS)
+    return reports + [OUT + "/summary/summary.csv"]

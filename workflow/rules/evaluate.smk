@@ -19,6 +19,7 @@ rule evaluate:
     resources:
         mem_mb=6000,
         runtime=240,
+        gpu=GPUS,
     shell:
         stage_cmd("evaluate") + " --data {input.data} --supernet {input.supernet} --pretrained {input.pretrained}"
         " --mappings {input.mappings} --out {params.out} > {log} 2>&1"

@@ -15,5 +15,6 @@ rule pretrain:
     resources:
         mem_mb=6000,
         runtime=120,
+        gpu=GPUS,
     shell:
         stage_cmd("pretrain") + " --data {input.data} --out {params.out} > {log} 2>&1"

@@ -19,6 +19,7 @@ rule search:
     resources:
         mem_mb=6000,
         runtime=240,
+        gpu=GPUS,
     shell:
         stage_cmd("search") + " --data {input.data} --supernet {input.supernet} --pretrained {input.pretrained}"
         " --sensitivity {input.sensitivity} --out {params.out} > {log} 2>&1"
