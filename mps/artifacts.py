@@ -44,9 +44,14 @@ def _check_writable(directory: Path) -> None:
         raise ArtifactError(f"{directory}: output folder is read-only; fix: make it writable or choose another out_dir")
 
 
-def check_output_dir(directory: str | Path) -> None:
-    """Fail early, before any work, when an output folder cannot be created or written."""
+def check_output_dir(directory: str | Path) -> bool:
+    """Fail early, before any work, when an output folder cannot be created or written.
+
+    Returns whether the folder was created here, so a caller whose work then fails can
+    remove the empty folder again (see :func:`output_dir_guard`).
+    """
     directory = Path(directory)
+    created = not directory.exists()
     _check_writable(directory)
     try:
         fd, probe = tempfile.mkstemp(prefix=".write-probe.", dir=directory)
@@ -55,6 +60,28 @@ def check_output_dir(directory: str | Path) -> None:
     except OSError as exc:
         raise ArtifactError(f"{directory}: cannot write in the output folder ({exc.strerror}); "
                             "fix: make it writable, free space, or choose another out_dir") from None
+    return created
+
+
+@contextlib.contextmanager
+def output_dir_guard(directory: str | Path | None):
+    """Check an output folder before work starts; if the work fails, leave no empty folder behind.
+
+    A failed run must not look like a produced artifact to a workflow manager, and a
+    folder that existed before (with earlier results) is never touched.
+    """
+    if directory is None:
+        yield
+        return
+    directory = Path(directory)
+    created = check_output_dir(directory)
+    try:
+        yield
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                directory.rmdir()  # only succeeds when nothing was written
+        raise
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
@@ -192,5 +219,10 @@ def provenance(params_digest: str, **extra: Any) -> dict[str, Any]:
     """What produced an artifact: code version, params digest, package versions.
 
     Deliberately no timestamps, so that the same params and seed give byte-identical files.
+    The torch thread count is recorded because CPU reductions (and so the last digits of an
+    accuracy) depend on it.
     """
-    return {"git_commit": git_commit(), "params_digest": params_digest, "packages": package_versions(), **extra}
+    import torch
+
+    return {"git_commit": git_commit(), "params_digest": params_digest, "packages": package_versions(),
+            "torch_threads": torch.get_num_threads(), **extra}

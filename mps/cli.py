@@ -197,7 +197,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _, _, body = STAGES[args.stage]
-    from mps.runtime import Interrupted, set_threads, sigterm_as_interrupt
+    from mps.runtime import Interrupted, set_threads, sigterm_as_interrupt, tune_glibc_malloc
+
+    tune_glibc_malloc()  # before torch allocates: bit-identical results, far fewer page faults
     from mps.training import NumericalError
 
     try:
@@ -206,11 +208,10 @@ def main(argv: list[str] | None = None) -> int:
         from mps.tracking import stage_run
 
         tags = {"mps.model": params.model.name, "mps.dataset": params.data.dataset, "mps.seed": params.seed}
-        if getattr(args, "out", None):
-            from mps.artifacts import check_output_dir
+        from mps.artifacts import output_dir_guard
 
-            check_output_dir(args.out)
-        with sigterm_as_interrupt(), stage_run(args.stage, params.digest(), params.mlflow.experiment, tags) as tracker:
+        with output_dir_guard(getattr(args, "out", None)), sigterm_as_interrupt(), \
+                stage_run(args.stage, params.digest(), params.mlflow.experiment, tags) as tracker:
             body(params, args, tracker)
     except NumericalError as exc:
         print(f"mps {args.stage}: error: {exc}", file=sys.stderr)
