@@ -15,7 +15,8 @@ from mps.cost_model import default_hardware_profile, mapping_costs
 from mps.models import MODELS, build_model
 from mps.supernet import (MappingError, MappingFile, OPERATORS, convert_to_supernet, extract, load_deployed,
                           load_supernet, save_deployed, save_supernet)
-from mps.supernet.analog import (analog_from_digital, drift_analog, program_analog, rpu_config_from_profile,
+from mps.supernet.analog import (analog_from_digital, drift_analog, program_analog, reset_programming,
+                                 rpu_config_from_profile,
                                  set_training_noise, training_noise)
 from mps.supernet.extract import describe_deployed
 from mps.supernet.operators import BuildContext, Skip, operator_class
@@ -120,6 +121,23 @@ def test_programming_and_drift_follow_aihwkit_with_the_same_seed():
     w_ours = next(ours.analog_tiles()).tile.get_weights()
     w_theirs = next(theirs.analog_tiles()).tile.get_weights()
     assert torch.allclose(w_ours, w_theirs)
+
+
+def test_reset_programming_restores_the_trained_tile_exactly():
+    """After program + drift + reset, the tile behaves as before programming: trained weights
+    back and no leftover drift-compensation scale on eval outputs."""
+    torch.manual_seed(0)
+    layer = analog_from_digital(nn.Linear(32, 16), rpu_config_from_profile(PROFILE.analog)).eval()
+    tile = next(layer.analog_tiles())
+    trained = tile.tile.get_weights().clone()
+    program_analog(layer)
+    drift_analog(layer, 3.15e7)
+    assert not torch.equal(tile.tile.get_weights(), trained)
+    assert float(torch.as_tensor(tile.alpha).reshape(-1)[0]) != 1.0
+    reset_programming(layer)
+    assert torch.equal(tile.tile.get_weights(), trained)
+    assert torch.equal(torch.as_tensor(tile.alpha), torch.ones_like(torch.as_tensor(tile.alpha)))
+    assert tile.drift_baseline is None and tile.programmed_weights is None
 
 
 def test_training_noise_ramp_really_changes_the_forward_noise():

@@ -129,3 +129,7 @@ def reset_programming(model: nn.Module) -> None:
             tile.reference_combined_weights = None
             tile.programmed_weights = None
             tile.drift_noise_parameters = None
+            # the drift-compensation scale of the last drift would otherwise keep multiplying
+            # every eval-mode output of the (now unprogrammed) tile
+            tile.alpha = torch.ones_like(torch.as_tensor(tile.alpha))
+            tile.drift_baseline = None

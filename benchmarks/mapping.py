@@ -1,0 +1,184 @@
+"""Figure 1: wall time from an adapted supernet to a Pareto set, MPS vs the baselines.
+
+Each method gets a fresh :class:`~mps.search.objectives.ObjectiveEvaluator` with the same
+budget, validation examples, drift time and seed (exactly as ``mps search`` does), and is
+timed around the whole method, evaluations included.  The greedy mapper also needs a
+per-layer sensitivity table: its cost is reported both without and with the calibration that
+produces it (measured here with the calibrate stage's own functions, or taken from the
+calibrate stage's Snakemake benchmark when an existing table is used).  Hypervolumes use the
+search stage's fixed normalisation and reference point, so they compare across methods.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pandas as pd
+
+from benchmarks.common import Figure, Inputs, Stats, ratio
+from benchmarks.pipeline import stage_seconds
+
+TITLE = "1. Mapping time: MPS vs greedy sensitivity mapper and NSGA-II (same evaluation budget)"
+TEXT = ("Wall time from the adapted supernet to each method's Pareto set (evaluations included), the "
+        "evaluations used, and the normalised hypervolume of the reported set (search stage's bounds and "
+        "reference point). Speed-ups are medians of per-round ratios (methods run round-robin). "
+        "The paper reports MPS about 2.2x faster than prior mappers.")
+METHODS = ("mps", "greedy", "nsga2")
+
+
+def search_config(inp: Inputs):
+    cfg = inp.params.search
+    if inp.quick:
+        cfg = cfg.model_copy(update={"budget": min(cfg.budget, 6), "val_examples": 64, "iterations": 2,
+                                     "alpha_steps": 10, "extraction_samples": 64,
+                                     "pareto_size": min(cfg.pareto_size, 3), "bn_recalibration_batches": 1})
+    return cfg
+
+
+def compute_sensitivity(inp: Inputs, supernet, splits, drift_time: float) -> tuple[pd.DataFrame, float]:
+    """The calibrate stage's table (its functions, its seeds) at the search drift time; seconds."""
+    from mps.stages import calibrate
+
+    params = inp.params
+    cal = params.calibrate.model_copy(update={"drift_times": [drift_time]})
+    if inp.quick:
+        cal = cal.model_copy(update={"val_examples": 64, "repeats": 1, "bn_recalibration_batches": 1})
+    params = params.model_copy(update={"calibrate": cal, "device": "cpu"})
+    t0 = time.perf_counter()
+    data = calibrate.calibration_set(params, splits)
+    times = [float(drift_time)]
+    reference_mapping = supernet.uniform_mapping(calibrate.REFERENCE_OPERATOR)
+    reference = calibrate.layer_grid(supernet, reference_mapping, None, data, times, cal.repeats,
+                                     params.seed).mean(axis=0)
+    index = {name: i for i, name in enumerate(supernet.infos)}
+    rows = []
+    for name in calibrate.analog_capable(supernet):
+        grid = calibrate.layer_grid(supernet, reference_mapping, name, data, times, cal.repeats,
+                                    calibrate.layer_seed(params.seed, index[name]))
+        info = supernet.infos[name]
+        rows += calibrate.drop_rows(name, grid, reference, times, info.macs, info.params)
+    return pd.DataFrame(rows, columns=calibrate.COLUMNS), time.perf_counter() - t0
+
+
+def run(inp: Inputs) -> Figure:
+    fig = Figure("mapping", TITLE, TEXT)
+    reason = inp.missing(inp.supernet_path, inp.pretrained_path, inp.data_dir)
+    if reason:
+        fig.skip(reason)
+        return fig
+
+    from mps.cost_model import mapping_costs, parse_hardware_profile
+    from mps.pareto import normalized_hypervolume, objective_senses
+    from mps.search.baselines import (fp32_mapping, greedy_search, nsga2_population, nsga2_search,
+                                      read_sensitivity, sensitivity_order)
+    from mps.search.mps_search import mps_search
+    from mps.search.objectives import ObjectiveEvaluator, cost_objectives
+    from mps.stages.common import eval_set, load_splits
+    from mps.stages.search import hv_matrix, hypervolume_setup
+    from mps.supernet import load_supernet
+
+    params = inp.params
+    cfg = search_config(inp)
+    supernet, ckpt = load_supernet(inp.supernet_path)
+    profile = parse_hardware_profile(ckpt["profile"], f"{inp.supernet_path} hardware profile")
+    splits = load_splits(inp.data_dir)
+    data = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
+                    device="cpu")
+
+    if inp.sensitivity_path is not None and not inp.quick:
+        table = read_sensitivity(inp.sensitivity_path)
+        calib_seconds = stage_seconds(inp, "calibrate")
+        calib_note = (f"from {inp.sensitivity_path}; time = calibrate stage (Snakemake benchmark, all its drift "
+                      "times)" if calib_seconds is not None else f"from {inp.sensitivity_path}; its time unknown")
+    else:
+        table, calib_seconds = compute_sensitivity(inp, supernet, splits, cfg.drift_time)
+        calib_note = "measured here once: calibrate stage functions at the search drift time"
+    order = sensitivity_order(table, supernet, cfg.drift_time)
+
+    class TimedEvaluator(ObjectiveEvaluator):
+        """The search stage's evaluator, also summing the seconds spent inside evaluate()."""
+
+        seconds_inside = 0.0
+
+        def evaluate(self, *args, **kwargs):
+            t0 = time.perf_counter()
+            try:
+                return super().evaluate(*args, **kwargs)
+            finally:
+                self.seconds_inside += time.perf_counter() - t0
+
+    inside: dict[str, list[float]] = {m: [] for m in METHODS}
+
+    def evaluator(name: str) -> ObjectiveEvaluator:
+        ev = TimedEvaluator(supernet, data, profile, cfg.objectives, cfg.drift_time, cfg.budget, params.seed,
+                            name=name, show_progress=False)
+        created[name] = ev
+        return ev
+
+    created: dict[str, TimedEvaluator] = {}
+
+    k, seed = cfg.pareto_size, params.seed
+    population = nsga2_population(cfg.budget, cfg.nsga2_population)
+    searchers = {
+        "mps": lambda: mps_search(supernet, evaluator("mps"), cfg, seed, log=lambda _msg: None),
+        "greedy": lambda: greedy_search(evaluator("greedy"), supernet, order, cfg.max_acc_drop, k, seed),
+        "nsga2": lambda: nsga2_search(evaluator("nsga2"), supernet, k, seed, population),
+    }
+    seconds = {m: Stats([]) for m in METHODS}
+    results: dict[str, list] = {m: [] for m in METHODS}
+    for _ in range(inp.runs):
+        for method in METHODS:
+            t0 = time.perf_counter()
+            result = searchers[method]()
+            seconds[method].values.append(time.perf_counter() - t0)
+            results[method].append(result)
+            inside[method].append(created[method].seconds_inside)
+
+    objectives = [str(o) for o in cfg.objectives]
+    senses = objective_senses(objectives)
+    fp32_size = mapping_costs(list(supernet.infos.values()), fp32_mapping(supernet), profile).digital_size_mb
+    last = {m: results[m][-1] for m in METHODS}
+    written = [cost_objectives(e.costs) for r in last.values() for e in r.selected]
+    lower, upper, _ = hypervolume_setup(objectives, fp32_size, written)
+
+    setting = (f"budget {cfg.budget}, {len(data.x)} val examples, drift {cfg.drift_time:g} s, "
+               f"objectives {', '.join(objectives)}")
+    for method in METHODS:
+        fig.add_stats(f"{method}: time to Pareto set", seconds[method], "s", setting if method == "mps" else "")
+    if calib_seconds is not None:
+        fig.add("greedy: sensitivity calibration", calib_seconds, "s", note=calib_note)
+        with_calib = Stats([s + calib_seconds for s in seconds["greedy"].values])
+        fig.add_stats("greedy + calibration", with_calib, "s")
+    else:
+        with_calib = None
+    for method in METHODS:
+        r = last[method]
+        hvs = {round(normalized_hypervolume(hv_matrix(x.selected, objectives, senses), lower, upper), 6)
+               for x in results[method]}
+        note = "" if len(hvs) == 1 else f"differs between runs: {sorted(hvs)}"
+        fig.add(f"{method}: evaluations used", r.evaluations_used, "evaluations")
+        fig.add(f"{method}: hypervolume", max(hvs), "normalised", note=note)
+        fig.add(f"{method}: best accuracy in set", max((e.accuracy for e in r.selected), default=float("nan")),
+                "% (val)")
+        per_eval = Stats([s / max(1, r.evaluations_used) for s in inside[method]])
+        fig.add_stats(f"{method}: seconds per evaluation", per_eval, "s",
+                      note="extract + BN recalibration + program + drift + accuracy; analog-heavy mappings cost more")
+        outside = Stats([total - ev for total, ev in zip(seconds[method].values, inside[method])])
+        fig.add_stats(f"{method}: time outside evaluations (the method's own work)", outside, "s")
+        if r.evaluations:
+            share = 100.0 * sum(e.objectives["analog_mac_ratio"] for e in r.evaluations) / len(r.evaluations)
+            fig.add(f"{method}: mean analog MAC share of the mappings it evaluated", share, "%")
+
+    for base in ("greedy", "nsga2"):
+        fig.add_stats(f"speed-up of MPS over {base} (time {base} / time MPS)", ratio(seconds[base], seconds["mps"]),
+                      "x")
+    if with_calib is not None:
+        fig.add_stats("speed-up of MPS over greedy + calibration", ratio(with_calib, seconds["mps"]), "x")
+    baselines = {"greedy": seconds["greedy"], "nsga2": seconds["nsga2"]}
+    if with_calib is not None:
+        baselines["greedy"] = with_calib
+    best = min(baselines, key=lambda m: baselines[m].median)
+    fig.add_stats(f"ratio MPS / best baseline time ({best}{' + calibration' if with_calib is not None and best == 'greedy' else ''})",
+                  ratio(seconds["mps"], baselines[best]), "x",
+                  note="paper: MPS ~2.2x faster than prior mappers, i.e. ratio ~0.45")
+    return fig
