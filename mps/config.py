@@ -128,11 +128,17 @@ class AdaptConfig(_Section):
     fairness_epochs: int = Field(default=1, ge=0)
     noise_epochs: int = Field(default=2, ge=0)
     batch_size: int = Field(default=128, gt=0)
-    lr: float = Field(default=0.01, gt=0)
+    lr: float = Field(default=0.002, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=1e-4, ge=0)
     bn_recalibration_batches: int = Field(default=8, ge=0)
     max_steps_per_epoch: int | None = Field(default=None, gt=0)
+    # also train the layers every path shares (BatchNorm affine, embeddings); off = only the
+    # operators' own weights adapt, which keeps paths from pulling shared layers apart
+    train_shared: bool = False
+    augment: bool = False  # random crop + flip, as in pretraining
+    # weight of distillation from the pretrained model in each path's loss (0 = cross-entropy only)
+    distillation: float = Field(default=0.0, ge=0, le=1)
     noise_ramp: NoiseRampConfig = Field(default_factory=NoiseRampConfig)
     # evidence logged at the end: adapted vs pretrained sub-networks on the test split
     evidence_examples: int | None = Field(default=5000, gt=0)

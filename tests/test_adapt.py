@@ -10,7 +10,7 @@ import torch
 from conftest import tiny_params
 from mps.config import NoiseRampConfig
 from mps.noise_schedule import layer_schedule, normalised_sensitivity, ramp_fraction, ramp_step_at
-from mps.stages.adapt import analog_choice_layers, apply_noise_fraction, fair_paths, fair_step
+from mps.stages.adapt import analog_choice_layers, apply_noise_fraction, fair_paths, fair_step, path_loss
 from mps.supernet import load_supernet
 from mps.supernet.analog import training_noise
 
@@ -86,11 +86,37 @@ def test_noise_fraction_is_applied_to_the_analog_tiles(tiny_supernet):
         assert training_noise(layer) == pytest.approx((profile.analog.out_noise, profile.analog.hwa_weight_noise))
 
 
+def test_operator_parameters_leave_shared_layers_out(tiny_supernet):
+    """train_shared: false trains only the operators' weights: BatchNorm and the other layers
+    every path shares stay as pretrained, and every operator weight is included."""
+    supernet, _ = load_supernet(tiny_supernet)
+    ops = {id(p) for p in supernet.operator_parameters()}
+    shared = [n for n, p in supernet.named_parameters() if id(p) not in ops and not n.endswith("analog_ctx")
+              and id(p) not in {id(a) for a in supernet.alpha_parameters()}]
+    assert shared and all(".ops." not in n for n in shared)
+    assert any("bn" in n for n in shared)
+    assert {id(p) for p in supernet.weight_parameters()} >= ops
+    for layer in supernet.choice_layers().values():
+        for n, p in layer.ops.named_parameters():
+            assert n.endswith("analog_ctx") or id(p) in ops
+
+
+def test_path_loss_blends_cross_entropy_and_distillation():
+    torch.manual_seed(0)
+    logits, teacher, y = torch.randn(16, 10), torch.randn(16, 10), torch.randint(10, (16,))
+    ce = torch.nn.functional.cross_entropy(logits, y)
+    assert torch.equal(path_loss(logits, y, None, 0.5), ce)
+    assert torch.equal(path_loss(logits, y, teacher, 0.0), ce)
+    kd = torch.nn.functional.kl_div(logits.log_softmax(1), teacher.softmax(1), reduction="batchmean")
+    assert torch.allclose(path_loss(logits, y, teacher, 0.25), 0.75 * ce + 0.25 * kd)
+    assert float(path_loss(teacher, y, teacher, 1.0)) == pytest.approx(0.0, abs=1e-6)  # student = teacher
+
+
 def test_adapt_stage_on_tiny_profile(tmp_path, tiny_data, tiny_pretrained):
     from mps.stages.adapt import run
     from mps.tracking import NullTracker
 
-    params = tiny_params(**{"adapt.evidence_examples": 50})
+    params = tiny_params(**{"adapt.evidence_examples": 50, "adapt.distillation": 0.5})
     metrics = run(params, tiny_data, tiny_pretrained, tmp_path / "adapt", tmp_path / "work", NullTracker())
     assert (tmp_path / "adapt" / "supernet.pt").exists()
     saved = json.loads((tmp_path / "adapt" / "metrics.json").read_text())
@@ -101,3 +127,9 @@ def test_adapt_stage_on_tiny_profile(tmp_path, tiny_data, tiny_pretrained):
     assert not (tmp_path / "work").exists(), "resume state is cleared after success"
     supernet, ckpt = load_supernet(tmp_path / "adapt" / "supernet.pt")
     assert ckpt["sensitivity_probe"] and set(ckpt["sensitivity_probe"]) == set(analog_choice_layers(supernet))
+    # train_shared is off by default: BatchNorm affine weights are still the pretrained ones
+    pretrained = torch.load(tiny_pretrained, weights_only=False)["state_dict"]
+    bn = {n: p for n, p in supernet.named_parameters() if ".bn" in n or n.startswith("model.bn")}
+    assert bn
+    for n, p in bn.items():
+        assert torch.equal(p.detach(), pretrained[n.removeprefix("model.")]), n

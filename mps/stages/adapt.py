@@ -74,15 +74,27 @@ def scale_shared_grads(supernet: Supernet, counts: dict[str, dict[str, int]]) ->
                         p.grad.div_(n)
 
 
+def path_loss(logits: torch.Tensor, yb: torch.Tensor, teacher: torch.Tensor | None, weight: float) -> torch.Tensor:
+    """Cross-entropy, blended with distillation from the pretrained model's soft labels
+    (KL divergence) when a teacher is given: it keeps every path close to the network the
+    supernet came from while the paths are trained in random contexts."""
+    loss = F.cross_entropy(logits, yb)
+    if teacher is None or weight == 0:
+        return loss
+    kd = F.kl_div(F.log_softmax(logits, dim=1), F.softmax(teacher, dim=1), reduction="batchmean")
+    return (1 - weight) * loss + weight * kd
+
+
 def fair_step(supernet: Supernet, xb: torch.Tensor, yb: torch.Tensor, optimizer: torch.optim.Optimizer,
-              generator: torch.Generator, where: str) -> tuple[float, dict[str, dict[str, int]]]:
+              generator: torch.Generator, where: str, teacher: torch.Tensor | None = None,
+              distill_weight: float = 0.0) -> tuple[float, dict[str, dict[str, int]]]:
     """One strict-fairness step: K paths, accumulated gradients, one update."""
     paths, counts = fair_paths(supernet.allowed, generator)
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for mapping in paths:
         supernet.set_mapping(mapping)
-        loss = F.cross_entropy(supernet(xb), yb)
+        loss = path_loss(supernet(xb), yb, teacher, distill_weight)
         check_finite(loss, where)
         loss.backward()
         total += loss.item()
@@ -167,7 +179,9 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
     fill = mdata.black_fill(splits.manifest)
     n_steps = steps_per_epoch(len(x_train), cfg.batch_size, cfg.max_steps_per_epoch)
     epochs = [("fairness", e) for e in range(cfg.fairness_epochs)] + [("noise", e) for e in range(cfg.noise_epochs)]
-    optimizer = sgd(supernet.weight_parameters(), cfg.lr, cfg.momentum, cfg.weight_decay)
+    teacher = load_pretrained(pretrained_path)[0].to(device).eval() if cfg.distillation > 0 else None
+    trained = supernet.weight_parameters() if cfg.train_shared else supernet.operator_parameters()
+    optimizer = sgd(trained, cfg.lr, cfg.momentum, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, len(epochs) * n_steps))
 
     tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
@@ -210,9 +224,16 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
                 rs = ramp_step_at(global_step, noise_total, cfg.noise_ramp)
                 apply_noise_fraction(supernet, {n: ramp_fraction(rs, cfg.noise_ramp, z.get(n, 1.0))
                                                 for n in analog_choice_layers(supernet)}, profile)
-            xb = mdata.augment_batch(x_train[idx], gen, fill=fill)
-            loss, _ = fair_step(supernet, xb.to(device), y_train[idx].to(device), optimizer, gen,
-                                f"adapt {phase} epoch {epoch + 1}")
+            xb = x_train[idx]
+            if cfg.augment:
+                xb = mdata.augment_batch(xb, gen, fill=fill)
+            xb = xb.to(device)
+            soft = None
+            if teacher is not None:
+                with torch.no_grad():
+                    soft = teacher(xb)
+            loss, _ = fair_step(supernet, xb, y_train[idx].to(device), optimizer, gen,
+                                f"adapt {phase} epoch {epoch + 1}", soft, cfg.distillation)
             scheduler.step()
             losses.append(loss)
         wall[phase] += time.perf_counter() - t0

@@ -143,6 +143,14 @@ class Supernet(nn.Module):
         alpha_ids = {id(p) for p in self.alpha_parameters()}
         return (p for n, p in self.named_parameters() if id(p) not in alpha_ids and not n.endswith("analog_ctx"))
 
+    def operator_parameters(self) -> Iterable[nn.Parameter]:
+        """Weights held by the operators of the choice layers (not the layers shared by all paths,
+        such as BatchNorm, and not the alphas)."""
+        for layer in self.choice_layers().values():
+            for n, p in layer.ops.named_parameters():
+                if not n.endswith("analog_ctx"):
+                    yield p
+
     # ---- sub-networks
     def set_mapping(self, mapping: Mapping[str, str]) -> None:
         from mps.supernet.mapping import check_layers
