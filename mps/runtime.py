@@ -32,11 +32,21 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. a SLURM or container limit)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
 def set_threads(threads: int) -> int:
-    """Torch intra-op threads: explicit value, else the Snakemake/OMP hint, else all cores."""
+    """Torch intra-op threads: explicit value, else the Snakemake/OMP hint, else all cores;
+    never more than the CPUs available, because oversubscribed OpenMP threads spin and slow
+    every kernel down (a rule's ``threads: 4`` under ``--cores 8`` on a 2-core machine)."""
     if threads <= 0:
-        threads = int(os.environ.get("OMP_NUM_THREADS") or os.cpu_count() or 1)
-    torch.set_num_threads(max(1, threads))
+        threads = int(os.environ.get("OMP_NUM_THREADS") or available_cpus())
+    torch.set_num_threads(max(1, min(threads, available_cpus())))
     return torch.get_num_threads()
 
 

@@ -462,3 +462,15 @@ def test_augment_pads_with_the_given_fill_per_channel():
     assert (0, -1.5) in values and (1, 2.0) in values
     manifest = {"normalization": {"mean": [0.5], "std": [0.25]}}
     assert torch.allclose(data.black_fill(manifest), torch.tensor([-2.0]))
+
+
+def test_torch_threads_never_exceed_the_available_cpus():
+    """A rule's ``threads: 4`` on a 2-core machine must not oversubscribe torch."""
+    from mps.runtime import available_cpus, set_threads
+
+    before = torch.get_num_threads()
+    try:
+        assert set_threads(available_cpus() + 3) == available_cpus()
+        assert set_threads(1) == 1
+    finally:
+        torch.set_num_threads(before)

@@ -266,27 +266,37 @@ def _interrupt_when(proc: subprocess.Popen, marker: Path, sig: int, timeout: flo
     proc.send_signal(sig)
 
 
+def _reference_interrupted_resumed(tmp_path: Path, stage: str, args: list[str], marker: str, sig: int,
+                                   finals: tuple[str, ...]) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """Run ``stage`` once uninterrupted (into ref/), once interrupted by ``sig`` as soon as
+    ``marker`` appears in its work folder (into out/), then rerun it to resume.
+
+    Checks the interruption contract on the way: exit 130, none of ``finals`` under out/, no
+    temporary files left. Returns (ref, out, the resumed process).
+    """
+    ref, out, work = tmp_path / "ref", tmp_path / "out", tmp_path / "work"
+    done = mps(stage, *args, "--out", str(ref), "--work-dir", str(tmp_path / "ref-work"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    cmd = [*MPS, stage, *args, "--out", str(out), "--work-dir", str(work)]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _interrupt_when(proc, work / marker, sig)
+    proc.wait(timeout=120)
+    assert proc.returncode == 130, proc.stderr.read()[-2000:]
+    assert not any((out / name).exists() for name in finals)
+    assert not list(out.glob(".*.tmp")) if out.exists() else True
+    resumed = mps(stage, *args, "--out", str(out), "--work-dir", str(work), cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    return ref, out, resumed
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_pretrain_resumes_to_the_same_result(tmp_path, tiny_data, sig):
     params = write_params(tmp_path, **{"pretrain.epochs": 4})
-    ref = mps("pretrain", "--params", str(params), "--data", str(tiny_data), "--out", str(tmp_path / "ref"),
-              "--work-dir", str(tmp_path / "ref-work"), cwd=tmp_path)
-    assert ref.returncode == 0, ref.stderr
-
-    out, work = tmp_path / "pre", tmp_path / "work"
-    cmd = [*MPS, "pretrain", "--params", str(params), "--data", str(tiny_data), "--out", str(out), "--work-dir", str(work)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _interrupt_when(proc, work / "previous.pt", sig)
-    proc.wait(timeout=120)
-    assert proc.returncode == 130, proc.stderr.read()[-2000:]
-    assert not (out / "model.pt").exists() and not (out / "metrics.json").exists()
-    assert not list(out.glob(".*.tmp")) if out.exists() else True
-
-    resumed = mps("pretrain", "--params", str(params), "--data", str(tiny_data), "--out", str(out),
-                  "--work-dir", str(work), cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    ref, out, resumed = _reference_interrupted_resumed(
+        tmp_path, "pretrain", ["--params", str(params), "--data", str(tiny_data)], "previous.pt", sig,
+        ("model.pt", "metrics.json"))
     assert "resuming after epoch" in resumed.stdout
-    a = torch.load(tmp_path / "ref" / "model.pt", weights_only=False)["state_dict"]
+    a = torch.load(ref / "model.pt", weights_only=False)["state_dict"]
     b = torch.load(out / "model.pt", weights_only=False)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
@@ -313,21 +323,11 @@ def _assert_same_supernet_state(a: dict, b: dict) -> None:
 def test_interrupted_adapt_resumes_to_the_same_result(tmp_path, tiny_data, tiny_pretrained):
     params = write_params(tmp_path, **{"adapt.fairness_epochs": 1, "adapt.noise_epochs": 2,
                                        "adapt.evidence_examples": 50})
-    common = ["--params", str(params), "--data", str(tiny_data), "--pretrained", str(tiny_pretrained)]
-    ref = mps("adapt", *common, "--out", str(tmp_path / "ref"), "--work-dir", str(tmp_path / "rw"), cwd=tmp_path)
-    assert ref.returncode == 0, ref.stderr
-
-    out, work = tmp_path / "adapt", tmp_path / "work"
-    proc = subprocess.Popen([*MPS, "adapt", *common, "--out", str(out), "--work-dir", str(work)], cwd=tmp_path,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _interrupt_when(proc, work / "last.pt", signal.SIGTERM)
-    proc.wait(timeout=120)
-    assert proc.returncode == 130
-    assert not (out / "supernet.pt").exists()
-    resumed = mps("adapt", *common, "--out", str(out), "--work-dir", str(work), cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    ref, out, resumed = _reference_interrupted_resumed(
+        tmp_path, "adapt", ["--params", str(params), "--data", str(tiny_data), "--pretrained", str(tiny_pretrained)],
+        "last.pt", signal.SIGTERM, ("supernet.pt", "metrics.json"))
     assert "resuming after epoch" in resumed.stdout
-    a = torch.load(tmp_path / "ref" / "supernet.pt", weights_only=False)["state_dict"]
+    a = torch.load(ref / "supernet.pt", weights_only=False)["state_dict"]
     b = torch.load(out / "supernet.pt", weights_only=False)["state_dict"]
     _assert_same_supernet_state(a, b)
 
@@ -381,19 +381,9 @@ def test_interrupted_evaluate_leaves_no_output_and_resumes_to_the_same_tables(tm
     for i, op in enumerate(["int8", "fp16", "analog"]):
         MappingFile(supernet.meta["model_id"], f"m{i}", op, supernet.uniform_mapping(op)).save(maps / f"m{i}.json")
     params = write_params(tmp_path, **{"evaluate.repeats": 1, "evaluate.drift_times": [86400.0]})
-    common = ["--params", str(params), "--data", str(tiny_data), "--supernet", str(tiny_supernet),
-              "--pretrained", str(tiny_pretrained), "--mappings", str(maps)]
-    ref = mps("evaluate", *common, "--out", str(tmp_path / "ref"), "--work-dir", str(tmp_path / "rw"), cwd=tmp_path)
-    assert ref.returncode == 0, ref.stderr
-
-    out, work = tmp_path / "eval", tmp_path / "work"
-    proc = subprocess.Popen([*MPS, "evaluate", *common, "--out", str(out), "--work-dir", str(work)], cwd=tmp_path,
-                            env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    _interrupt_when(proc, work / "evaluate-partial.json", signal.SIGTERM)
-    proc.wait(timeout=120)
-    assert proc.returncode == 130
-    assert not (out / "results.csv").exists() and not (out / "drift.csv").exists()
-    resumed = mps("evaluate", *common, "--out", str(out), "--work-dir", str(work), cwd=tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    ref, out, _ = _reference_interrupted_resumed(
+        tmp_path, "evaluate", ["--params", str(params), "--data", str(tiny_data), "--supernet", str(tiny_supernet),
+                               "--pretrained", str(tiny_pretrained), "--mappings", str(maps)],
+        "evaluate-partial.json", signal.SIGTERM, ("results.csv", "drift.csv", "metrics.json"))
     for name in ("results.csv", "drift.csv", "metrics.json"):
-        assert (out / name).read_bytes() == (tmp_path / "ref" / name).read_bytes(), name
+        assert (out / name).read_bytes() == (ref / name).read_bytes(), name
