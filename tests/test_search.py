@@ -94,11 +94,11 @@ def test_finetune_moves_alphas_toward_the_better_operator(tiny):
     # plain tensors only: aihwkit's analog_ctx entries are placeholders (the tile weight is a plain entry)
     state_before = {k: v.clone() for k, v in supernet.state_dict().items()
                     if type(v) is torch.Tensor and not k.endswith("alphas")}
-    before = {n: float(l.probabilities(1.0)[l.op_names.index("int8")]) for n, l in supernet.choice_layers().items()}
+    before = {n: float(l.probabilities(1.0)[l.op_names.index("int8")].detach()) for n, l in supernet.choice_layers().items()}
     try:
         losses = finetune_alphas(supernet, mappings, ranks, steps=60, lr=0.1)
         assert losses[-1] < 0.8 * losses[0]
-        after = {n: float(l.probabilities(1.0)[l.op_names.index("int8")]) for n, l in supernet.choice_layers().items()}
+        after = {n: float(l.probabilities(1.0)[l.op_names.index("int8")].detach()) for n, l in supernet.choice_layers().items()}
         assert all(after[n] > before[n] for n in before), (before, after)
         assert set(supernet.argmax_mapping().values()) == {"int8"}
         # only the alphas move: every operator weight is untouched and still trainable

@@ -49,7 +49,7 @@ def summarise(runs: pd.DataFrame) -> pd.DataFrame:
     grouped = best.groupby(["Dataset", "Model", "Method"])
     mean = grouped[cols].mean()
     std = grouped[cols].std(ddof=0)
-    out = mean.join(std, lsuffix="", rsuffix="_std").reset_index()
+    out = mean.join(std.add_suffix("_std")).reset_index()
     out.insert(3, "Seeds", grouped.size().values)
     out.insert(4, "Accuracy_percent", [f"{m:.2f}±{s:.2f}" for m, s in zip(out["Accuracy_mean"], out["Accuracy_mean_std"])])
     return out.sort_values(["Dataset", "Model", "Accuracy_mean"], ascending=[True, True, False]).reset_index(drop=True)

@@ -292,7 +292,7 @@ def _reference_interrupted_resumed(tmp_path: Path, stage: str, args: list[str], 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_interrupted_pretrain_resumes_to_the_same_result(tmp_path, tiny_data, sig):
-    params = write_params(tmp_path, **{"pretrain.epochs": 4})
+    params = write_params(tmp_path, **{"pretrain.epochs": 10})  # long enough to be caught mid-run
     ref, out, resumed = _reference_interrupted_resumed(
         tmp_path, "pretrain", ["--params", str(params), "--data", str(tiny_data)], "previous.pt", sig,
         ("model.pt", "metrics.json"))
