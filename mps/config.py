@@ -97,14 +97,6 @@ class SpaceConfig(_Section):
     last_layer: list[str] | None = None
     overrides: dict[str, list[str]] = Field(default_factory=dict)
 
-    @field_validator("search_space")
-    @classmethod
-    def _implemented_space(cls, v: str) -> str:
-        if v == "mpaas":  # refuse rather than silently run the plain space under the MPAAS name
-            raise ValueError("'mpaas' (adapted analog candidates) is not implemented in this version; "
-                             "fix: use search_space: mps")
-        return v
-
     @field_validator("operators", "first_layer", "last_layer")
     @classmethod
     def _nonempty_known(cls, v: list[str] | None) -> list[str] | None:

@@ -69,6 +69,11 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(in_ch, num_classes)
         _init_weights(self)
 
+    def mpaas_pairs(self) -> list[tuple[str, str, str]]:
+        """Adaptable pairs for MPAAS (mps.supernet.adapted): conv1 -> bn1 -> relu -> conv2 of
+        every basic block; the block's output width (residual) is never changed."""
+        return [(f"{n}.conv1", f"{n}.bn1", f"{n}.conv2") for n, m in self.named_modules() if isinstance(m, BasicBlock)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))
         x = self.layer3(self.layer2(self.layer1(x)))

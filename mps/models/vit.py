@@ -116,6 +116,11 @@ class VisionTransformer(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
+    def mpaas_pairs(self) -> list[tuple[str, None, str]]:
+        """Adaptable pairs for MPAAS (mps.supernet.adapted): the hidden width of every MLP
+        (fc1 -> GELU -> fc2). Attention projections are not adapted."""
+        return [(f"{n}.fc1", None, f"{n}.fc2") for n, m in self.named_modules() if isinstance(m, Mlp)]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1) + self.pos_embed

@@ -167,7 +167,7 @@ def nsga2_search(evaluator: ObjectiveEvaluator, supernet, k: int, seed: int, pop
     while evaluator.remaining > 0 and trials < 10 * evaluator.budget:
         trial = study.ask()
         mapping = {name: trial.suggest_categorical(name, list(ops)) for name, ops in allowed.items()}
-        result = evaluator.evaluate(mapping)
+        result = evaluator.evaluate(supernet.tie(mapping))  # adapted pairs (mpaas) agree
         study.tell(trial, [result.objectives[o] for o in evaluator.objectives])
         trials += 1
     return finish("nsga2", evaluator, k, seed, trials=trials, population=population)

@@ -40,10 +40,10 @@ from mps.search.result import SearchResult, finish
 
 # --------------------------------------------------------------------------- scores
 def index_table(supernet, mappings: Sequence[Mapping[str, str]]) -> torch.Tensor:
-    """(n_mappings, n_layers) operator indices, layer order = ``supernet.infos``."""
-    allowed = supernet.allowed
+    """(n_mappings, n_layers) operator indices into each layer's alphas, layer order = ``supernet.infos``."""
+    ops = {n: layer.op_names for n, layer in supernet.choice_layers().items()}
     names = list(supernet.infos)
-    return torch.tensor([[allowed[n].index(m[n]) for n in names] for m in mappings], dtype=torch.long)
+    return torch.tensor([[ops[n].index(m[n]) for n in names] for m in mappings], dtype=torch.long)
 
 
 def table_scores(alphas: Sequence[torch.Tensor], table: torch.Tensor) -> torch.Tensor:
@@ -104,13 +104,16 @@ def finetune_alphas(supernet, mappings: Sequence[Mapping[str, str]], ranks: np.n
 
 # --------------------------------------------------------------------------- sampling
 def sample_from_alphas(supernet, generator: torch.Generator) -> dict[str, str]:
-    """One mapping drawn from the supernet's distribution: per layer, softmax(alpha)."""
+    """One mapping drawn from the supernet's distribution: per layer, softmax(alpha) over the
+    operators the (possibly restricted) space allows; adapted pairs repaired to agree."""
     out = {}
+    allowed = supernet.allowed
     with torch.no_grad():
         for name, layer in supernet.choice_layers().items():
-            probs = F.softmax(layer.alphas.detach().float(), dim=0)
-            out[name] = layer.op_names[int(torch.multinomial(probs, 1, generator=generator))]
-    return out
+            idx = [layer.op_names.index(op) for op in allowed[name]]
+            probs = F.softmax(layer.alphas.detach().float()[idx], dim=0)
+            out[name] = allowed[name][int(torch.multinomial(probs, 1, generator=generator))]
+    return supernet.tie(out)
 
 
 def _fresh(evaluator: ObjectiveEvaluator, draw, n: int, seen: set[str], attempts: int) -> list[dict[str, str]]:
@@ -200,7 +203,7 @@ def accuracy_constrained_pick(supernet, evaluations: Sequence[Evaluation], max_a
 
 # --------------------------------------------------------------------------- search
 def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed: int,
-               log=print) -> SearchResult:
+               log=print, method: str = "mps") -> SearchResult:
     """Run the MPS search within ``evaluator``'s budget; the supernet's alphas are restored after."""
     generator = torch.Generator().manual_seed(seed)
     saved = [a.detach().clone() for a in supernet.alpha_parameters()]
@@ -224,7 +227,7 @@ def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed:
             losses = finetune_alphas(supernet, [e.mapping for e in history], ranks, cfg.alpha_steps, cfg.alpha_lr)
             round_log.append({"round": r + 1, "evaluated": len(history), "fronts": int(ranks.max()) + 1,
                               "loss_start": losses[0], "loss_end": losses[-1]})
-            log(f"search mps: round {r + 1}/{len(rounds)}: {len(history)} evaluated, "
+            log(f"search {method}: round {r + 1}/{len(rounds)}: {len(history)} evaluated, "
                 f"{int(ranks.max()) + 1} fronts, rank loss {losses[0]:.4f} -> {losses[-1]:.4f}")
 
         candidates, picks = extraction_candidates(supernet, evaluator, cfg, generator)
@@ -246,4 +249,4 @@ def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed:
         with torch.no_grad():
             for a, v in zip(supernet.alpha_parameters(), saved):
                 a.copy_(v)
-    return finish("mps", evaluator, cfg.pareto_size, seed, **details)
+    return finish(method, evaluator, cfg.pareto_size, seed, **details)

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 import numpy as np
 from torch import nn
 
-from mps.cost_model import MappingCosts, mapping_costs
+from mps.cost_model import MappingCosts
 from mps.evaluation import EvalSet, drift_accuracy_grid
 from mps.pareto import objective_senses, to_minimization
 
@@ -110,7 +110,6 @@ class ObjectiveEvaluator:
             raise ValueError("budget must be > 0")
         self.objectives = tuple(self.objectives)
         self.senses = objective_senses(self.objectives)
-        self._layers = list(self.supernet.infos.values())
 
     # ---- accounting
     @property
@@ -127,7 +126,7 @@ class ObjectiveEvaluator:
     # ---- objectives
     def costs(self, mapping: Mapping[str, str]) -> tuple[MappingCosts, dict[str, float]]:
         """Cost-model objectives of a mapping; free (no model, no evaluation counted)."""
-        costs = mapping_costs(self._layers, mapping, self.profile)
+        costs = self.supernet.costs(mapping, self.profile)  # adapted layers at their own width
         return costs, cost_objectives(costs)
 
     def evaluate(self, mapping: Mapping[str, str], build: Callable[[], nn.Module] | None = None,

@@ -39,6 +39,7 @@ from mps.runtime import progress, resolve_device, seed_everything
 from mps.stages.common import Splits, eval_set, hardware_profile, load_splits
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import Supernet, convert_to_supernet, extract, realize, save_supernet
+from mps.supernet.adapted import WIDE
 from mps.supernet.analog import clip_analog, set_training_noise
 from mps.tracking import Tracker
 from mps.training import (EpochCheckpointer, check_finite, epoch_generator, iterate_batches, sgd,
@@ -48,19 +49,42 @@ PROBE_EXAMPLES = 512
 
 
 # --------------------------------------------------------------------------- fair sampling
-def fair_paths(allowed: dict[str, list[str]], generator: torch.Generator) -> tuple[list[dict[str, str]], dict[str, dict[str, int]]]:
-    """K single-path mappings covering every operator of every layer; plus use counts."""
+def fair_paths(allowed: dict[str, list[str]], generator: torch.Generator,
+               ties: dict[str, str] | None = None) -> tuple[list[dict[str, str]], dict[str, dict[str, int]]]:
+    """K single-path mappings covering every operator of every layer; plus use counts.
+
+    ``ties`` (consumer -> producer, MPAAS pairs): the consumer's ``analog_wide`` is put in the
+    path where its producer's is, its other operators are spread over the other paths, so
+    every path is a valid mapping and fairness holds for both layers.
+    """
     k = max(len(ops) for ops in allowed.values())
+    ties = ties or {}
     columns: dict[str, list[str]] = {}
     counts: dict[str, dict[str, int]] = {}
     for name, ops in allowed.items():
         perm = [ops[i] for i in torch.randperm(len(ops), generator=generator).tolist()]
         extra = [ops[int(i)] for i in torch.randint(len(ops), (k - len(ops),), generator=generator)]
         col = perm + extra
+        if name in ties:
+            col = _follow_producer(col, columns[ties[name]])
         columns[name] = col
         counts[name] = {op: col.count(op) for op in ops}
     paths = [{name: columns[name][i] for name in allowed} for i in range(k)]
     return paths, counts
+
+
+def _follow_producer(col: list[str], producer: list[str]) -> list[str]:
+    """A consumer's column with ``analog_wide`` exactly where the producer's column has it and
+    the consumer's other operators, in their drawn order, in the remaining paths."""
+    others = [op for op in col if op != WIDE] or ["analog"]
+    out, j = [], 0
+    for p in producer:
+        if p == WIDE:
+            out.append(WIDE)
+        else:
+            out.append(others[j % len(others)])
+            j += 1
+    return out
 
 
 def scale_shared_grads(supernet: Supernet, counts: dict[str, dict[str, int]]) -> None:
@@ -89,7 +113,7 @@ def fair_step(supernet: Supernet, xb: torch.Tensor, yb: torch.Tensor, optimizer:
               generator: torch.Generator, where: str, teacher: torch.Tensor | None = None,
               distill_weight: float = 0.0) -> tuple[float, dict[str, dict[str, int]]]:
     """One strict-fairness step: K paths, accumulated gradients, one update."""
-    paths, counts = fair_paths(supernet.allowed, generator)
+    paths, counts = fair_paths(supernet.allowed, generator, supernet.ties)
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for mapping in paths:

@@ -44,7 +44,7 @@ from torch import nn
 from mps import evaluation
 from mps.artifacts import ArtifactError, atomic_write_json, atomic_write_text, read_json, sha256_file
 from mps.config import Params
-from mps.cost_model import mapping_costs, parse_hardware_profile
+from mps.cost_model import parse_hardware_profile
 from mps.evaluation import EvalSet
 from mps.runtime import progress
 from mps.stages.common import eval_set, load_splits
@@ -98,7 +98,8 @@ def mapping_paths(mappings_dir: Path) -> list[Path]:
     return paths
 
 
-def load_candidates(mappings_dir: Path, model_id: str, allowed: dict[str, list[str]]) -> list[Candidate]:
+def load_candidates(mappings_dir: Path, model_id: str, allowed: dict[str, list[str]],
+                    ties: dict[str, str] | None = None) -> list[Candidate]:
     """Read and validate every mapping before any work (so a bad file fails first, not last)."""
     out: list[Candidate] = []
     seen: dict[str, Path] = {}
@@ -107,7 +108,7 @@ def load_candidates(mappings_dir: Path, model_id: str, allowed: dict[str, list[s
         if is_fp32_mapping(mapping.layers):
             check_layers(mapping.layers, {n: None for n in allowed}, model_id, source=str(path))
         else:
-            check_layers(mapping.layers, allowed, model_id, source=str(path))
+            check_layers(mapping.layers, allowed, model_id, source=str(path), ties=ties)
         if mapping.name in seen:
             raise MappingError(f"{path}: mapping name {mapping.name!r} is also used by {seen[mapping.name].name}; "
                                "fix: give each mapping file a unique name")
@@ -339,10 +340,9 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     if supernet.meta.get("data_fingerprint") not in (None, fingerprint):
         raise ArtifactError(f"{supernet_path}: supernet was trained on other data (fingerprint "
                             f"{supernet.meta.get('data_fingerprint')} != {fingerprint}); fix: pass its data folder")
-    candidates = load_candidates(mappings_dir, model_id, supernet.allowed)
+    candidates = load_candidates(mappings_dir, model_id, supernet.allowed, supernet.ties)
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
-    layers = list(supernet.infos.values())
-    costs_of = {c.name: mapping_costs(layers, c.mapping.layers, profile) for c in candidates}
+    costs_of = {c.name: supernet.costs(c.mapping.layers, profile) for c in candidates}
     data = eval_set(splits, "test", cfg.max_test_examples, params.seed, cfg.batch_size,
                     calib_batches=cfg.bn_recalibration_batches, device=params.device)
 

@@ -36,7 +36,7 @@ import pandas as pd
 from mps.artifacts import (ArtifactError, atomic_directory, atomic_write_json, atomic_write_text, provenance,
                            read_json, sha256_file)
 from mps.config import Params, SearchConfig
-from mps.cost_model import mapping_costs, parse_hardware_profile
+from mps.cost_model import parse_hardware_profile
 from mps.pareto import (DEFAULT_REF, normalized_hypervolume, objective_senses, pareto_ranks, report_bounds,
                         to_minimization)
 from mps.runtime import seed_everything
@@ -47,6 +47,7 @@ from mps.search.objectives import Evaluation, ObjectiveEvaluator, cost_objective
 from mps.search.result import SearchResult
 from mps.stages.common import eval_set, load_splits
 from mps.supernet import MappingFile, check_layers, load_supernet, realize
+from mps.supernet.adapted import WIDE
 from mps.tracking import Tracker
 
 SINGLE_MAPPING_METHODS = ("fp32", "int8", "analog")
@@ -71,6 +72,17 @@ def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -
     """Run one method within ``evaluator``'s budget; time it, evaluations included."""
     cfg, k, seed, sn = ctx.cfg, ctx.cfg.pareto_size, ctx.seed, ctx.supernet
     t0 = time.perf_counter()
+    if method == "mpaas":  # MPS over the extended space, adapted candidates included
+        result = mps_search(sn, evaluator, cfg, seed, method="mpaas")
+    else:  # MPS and every baseline search the plain operators
+        with sn.excluding({WIDE}):
+            result = _run_plain_method(method, evaluator, ctx)
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
+    cfg, k, seed, sn = ctx.cfg, ctx.cfg.pareto_size, ctx.seed, ctx.supernet
     if method == "mps":
         result = mps_search(sn, evaluator, cfg, seed)
     elif method == "fp32":
@@ -85,7 +97,6 @@ def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -
         result = nsga2_search(evaluator, sn, k, seed, nsga2_population(cfg.budget, cfg.nsga2_population))
     else:  # config validation makes this unreachable
         raise ValueError(f"unknown search method {method!r}")
-    result.seconds = time.perf_counter() - t0
     return result
 
 
@@ -113,11 +124,12 @@ def mapping_files(results: list[SearchResult], model_id: str, prov: dict[str, An
     return files
 
 
-def write_mapping_folder(folder: Path, files: list[MappingFile], allowed: dict[str, list[str]]) -> None:
+def write_mapping_folder(folder: Path, files: list[MappingFile], allowed: dict[str, list[str]],
+                         ties: dict[str, str] | None = None) -> None:
     """Check every mapping against the model, then write the folder atomically."""
     for f in files:
         ops = {n: None for n in allowed} if f.method == FP32 else allowed
-        check_layers(f.layers, ops, f.model_id, source=f"mapping {f.name}")
+        check_layers(f.layers, ops, f.model_id, source=f"mapping {f.name}", ties=ties)
     with atomic_directory(folder) as tmp:
         for f in files:
             f.save(tmp / f"{f.name}.json")
@@ -218,6 +230,11 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
 
     # ---- inputs, all checked before any work or output
     supernet, ckpt = load_supernet(supernet_path)
+    if supernet.pairs:  # an mpaas supernet: MPS on the plain operators, and MPAAS on all
+        methods.insert(1, "mpaas")
+    elif params.space.search_space == "mpaas":
+        print("search: search_space mpaas, but the supernet has no adaptable layer pairs "
+              "(model without mpaas_pairs(), or no room in its tiles): searching the plain space only")
     model_id = str(supernet.meta.get("model_id"))
     from mps.stages.pretrain import load_pretrained  # noqa: PLC0415 - heavy import chain, stage-local
 
@@ -239,8 +256,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
     data = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
                     device=params.device)
-    layers = list(supernet.infos.values())
-    fp32_size = mapping_costs(layers, fp32_mapping(supernet), profile).digital_size_mb
+    fp32_size = supernet.costs(fp32_mapping(supernet), profile).digital_size_mb
     shape = tuple(pre_ckpt["image_shape"])
 
     def build_fp32():
@@ -294,7 +310,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     table = pareto_table(results, objectives, senses)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_mapping_folder(out_dir / "mappings", files, supernet.allowed)
+    write_mapping_folder(out_dir / "mappings", files, supernet.allowed, supernet.ties)
     atomic_write_text(out_dir / "pareto.csv", table.to_csv(index=False))
     atomic_write_json(out_dir / "search.json", summary)
     state.clear()

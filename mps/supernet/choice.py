@@ -18,6 +18,11 @@ Forward modes (:attr:`ChoiceLayer.mode`):
   * ``mixture``: softmax(alpha / tau)-weighted sum of all operators' outputs;
   * ``gumbel``: Gumbel-softmax relaxation over the alphas (hard straight-through if
     ``hard``), sampled from the layer's generator.
+
+Operators of other widths (the MPAAS ``analog_wide`` candidate, :mod:`mps.supernet.adapted`):
+in ``fixed`` mode the mapping guarantees matching widths (tied pairs); in the relaxed modes
+each operator reads the first features of the input it expects and outputs are zero-padded
+to the widest before they are mixed.
 """
 
 from __future__ import annotations
@@ -27,16 +32,21 @@ import torch.nn.functional as F
 from torch import nn
 
 from mps.layer_info import LayerInfo
+from mps.supernet.operators import fit_width
 
 MODES = ("fixed", "mixture", "gumbel")
 
 
 class ChoiceLayer(nn.Module):
-    def __init__(self, info: LayerInfo, operators: dict[str, nn.Module]):
+    def __init__(self, info: LayerInfo, operators: dict[str, nn.Module],
+                 shapes: dict[str, LayerInfo] | None = None):
         super().__init__()
         if not operators:
             raise ValueError(f"{info.name}: a choice layer needs at least one operator")
         self.info = info
+        # (in, out) features per operator; an adapted operator may differ from the layer's own
+        shapes = shapes or {}
+        self.widths = {op: (shapes.get(op, info).in_features, shapes.get(op, info).out_features) for op in operators}
         self.ops = nn.ModuleDict(operators)
         self.alphas = nn.Parameter(torch.zeros(len(operators)))
         self.active: str = next(iter(operators))
@@ -70,9 +80,11 @@ class ChoiceLayer(nn.Module):
             weights = F.gumbel_softmax(self.alphas, tau=self.tau, hard=self.hard)
         else:
             raise ValueError(f"unknown mode {self.mode!r}; use one of {MODES}")
+        dim = 1 if self.info.kind == "conv" else -1
+        width = max(o for _, o in self.widths.values())
         out = None
-        for w, op in zip(weights, self.ops.values()):
-            y = w * op(x)
+        for w, (name, op) in zip(weights, self.ops.items()):
+            y = w * fit_width(op(fit_width(x, self.widths[name][0], dim)), width, dim)
             out = y if out is None else out + y
         return out
 

@@ -10,14 +10,17 @@ are included; layers no operator can realise are an error naming the layer.
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
-from typing import Iterable, Mapping
+from typing import Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
 
 from mps.config import ConfigError, SpaceConfig
 from mps.layer_info import LayerInfo
+from mps.supernet.adapted import (WIDE, AdaptedPair, WidthAdaptiveBatchNorm, plan_pairs, repair_ties,
+                                  widened_info)
 from mps.supernet.choice import ChoiceLayer
 from mps.supernet.operators import BuildContext, Operator, operator_class, skip_output_matches
 
@@ -122,6 +125,7 @@ class Supernet(nn.Module):
         self.model = model
         self.infos = dict(infos)
         self.meta = dict(meta)
+        self.excluded: frozenset[str] = frozenset()  # operators hidden from samplers (see ``excluding``)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.model(x)
@@ -132,7 +136,59 @@ class Supernet(nn.Module):
 
     @property
     def allowed(self) -> dict[str, list[str]]:
-        return {name: layer.op_names for name, layer in self.choice_layers().items()}
+        return {name: [op for op in layer.op_names if op not in self.excluded]
+                for name, layer in self.choice_layers().items()}
+
+    @contextlib.contextmanager
+    def excluding(self, operators: Iterable[str]) -> Iterator["Supernet"]:
+        """Search a sub-space: the operators vanish from ``allowed``, from sampling and from
+        the argmax (their alphas are pushed to -inf meanwhile and restored after)."""
+        hidden = frozenset(operators)
+        saved = [a.detach().clone() for a in self.alpha_parameters()]
+        before = self.excluded
+        self.excluded = before | hidden
+        with torch.no_grad():
+            for layer in self.choice_layers().values():
+                for i, op in enumerate(layer.op_names):
+                    if op in hidden:
+                        layer.alphas[i] = -1e4
+        try:
+            yield self
+        finally:
+            self.excluded = before
+            with torch.no_grad():
+                for a, v in zip(self.alpha_parameters(), saved):
+                    a.copy_(v)
+
+    # ---- adapted (MPAAS) pairs
+    @property
+    def pairs(self) -> list[dict]:
+        """The adapted pairs: producer, norm, consumer, width, base_width (meta, so they persist)."""
+        return list(self.meta.get("adapted_pairs", []))
+
+    @property
+    def ties(self) -> dict[str, str]:
+        """consumer -> producer of each adapted pair (they take ``analog_wide`` together)."""
+        return {p["consumer"]: p["producer"] for p in self.pairs}
+
+    def tie(self, mapping: Mapping[str, str]) -> dict[str, str]:
+        """``mapping`` made valid for the adapted pairs (the consumer follows the producer)."""
+        return repair_ties(mapping, self.ties)
+
+    def layer_infos(self, mapping: Mapping[str, str]) -> list[LayerInfo]:
+        """The layer table the cost model needs for ``mapping``: adapted layers at their width."""
+        wide: dict[str, LayerInfo] = {}
+        for p in self.pairs:
+            if mapping.get(p["producer"]) == WIDE:
+                wide[p["producer"]] = widened_info(self.infos[p["producer"]], out_features=p["width"])
+                wide[p["consumer"]] = widened_info(self.infos[p["consumer"]], in_features=p["width"])
+        return [wide.get(name, info) for name, info in self.infos.items()]
+
+    def costs(self, mapping: Mapping[str, str], profile):
+        """Hardware objectives of a sub-network (``mps.cost_model.MappingCosts``)."""
+        from mps.cost_model import mapping_costs
+
+        return mapping_costs(self.layer_infos(mapping), mapping, profile)
 
     def alpha_parameters(self) -> list[nn.Parameter]:
         return [layer.alphas for layer in self.choice_layers().values()]
@@ -155,7 +211,7 @@ class Supernet(nn.Module):
     def set_mapping(self, mapping: Mapping[str, str]) -> None:
         from mps.supernet.mapping import check_layers
 
-        check_layers(mapping, self.allowed, self.meta.get("model_id", "?"))
+        check_layers(mapping, self.allowed, self.meta.get("model_id", "?"), ties=self.ties)
         for name, layer in self.choice_layers().items():
             layer.set_active(mapping[name])
 
@@ -171,7 +227,7 @@ class Supernet(nn.Module):
         out = {}
         for name, ops in self.allowed.items():
             out[name] = ops[int(torch.randint(len(ops), (1,), generator=generator))]
-        return out
+        return self.tie(out)
 
     def uniform_mapping(self, op: str, fallback: tuple[str, ...] = ("int8", "fp16")) -> dict[str, str]:
         """Every layer on ``op`` where allowed, else the first allowed fallback (e.g. the
@@ -188,22 +244,48 @@ class Supernet(nn.Module):
         return torch.stack([layers[n].log_probability(op) for n, op in mapping.items()]).sum()
 
     def argmax_mapping(self) -> dict[str, str]:
-        return {n: l.op_names[int(l.alphas.argmax())] for n, l in self.choice_layers().items()}
+        allowed = self.allowed
+        out = {n: max(allowed[n], key=lambda op, l=l: float(l.alphas.detach()[l.op_names.index(op)]))
+               for n, l in self.choice_layers().items()}
+        return self.tie(out)
 
 
 def convert_to_supernet(model: nn.Module, space: SpaceConfig, profile, input_shape: tuple[int, ...],
                         meta: Mapping[str, object] | None = None) -> Supernet:
-    """Replace every Conv2d/Linear of ``model`` (in place) with a choice layer."""
+    """Replace every Conv2d/Linear of ``model`` (in place) with a choice layer.
+
+    With ``space.search_space == "mpaas"`` the model's adaptable pairs also get the
+    ``analog_wide`` candidate (:mod:`mps.supernet.adapted`), and the BatchNorm between the
+    two layers of a pair is held at the wide width."""
     infos, skip_ok = trace_layers(model, input_shape)
     layers = dict(weight_layers(model))
     count = len(infos)
-    for index, (name, info) in enumerate(infos.items()):
-        layer = layers[name]
-        ops = allowed_operators(name, index, count, layer, info, space, skip_ok[name])
-        ctx = BuildContext(info=info, profile=profile)
-        built: dict[str, Operator] = {op: operator_class(op).from_layer(layer, ctx) for op in ops}
-        _set_submodule(model, name, ChoiceLayer(info, built))
-    return Supernet(model, infos, {"input_shape": list(input_shape), **(meta or {})})
+    allowed = {name: allowed_operators(name, index, count, layers[name], info, space, skip_ok[name])
+               for index, (name, info) in enumerate(infos.items())}
+    plans = plan_pairs(model, infos, allowed, profile) if space.search_space == "mpaas" else []
+    shapes = _adapt_pairs(model, plans, wide_norms=False)
+    for name, info in infos.items():
+        if name in shapes:
+            allowed[name].append(WIDE)
+        built: dict[str, Operator] = {
+            op: operator_class(op).from_layer(layers[name], BuildContext(info, profile, shapes.get(name) if op == WIDE else None))
+            for op in allowed[name]}
+        _set_submodule(model, name, ChoiceLayer(info, built, {WIDE: shapes[name]} if name in shapes else None))
+    pairs = [{"producer": p.producer, "norm": p.norm, "consumer": p.consumer, "width": p.width,
+              "base_width": p.base_width} for p in plans]
+    return Supernet(model, infos, {"input_shape": list(input_shape), **(meta or {}), "adapted_pairs": pairs})
+
+
+def _adapt_pairs(model: nn.Module, plans: list[AdaptedPair], wide_norms: bool) -> dict[str, LayerInfo]:
+    """Widen the BatchNorm of each pair (supernet: width-adaptive; deployed wide model: a plain
+    BatchNorm of the wide width); return the widened layer descriptions by layer name."""
+    shapes: dict[str, LayerInfo] = {}
+    for p in plans:
+        shapes[p.producer], shapes[p.consumer] = p.producer_info, p.consumer_info
+        if p.norm is not None:
+            norm = WidthAdaptiveBatchNorm.from_norm(model.get_submodule(p.norm), p.width)
+            _set_submodule(model, p.norm, norm.to_plain(p.width) if wide_norms else norm)
+    return shapes
 
 
 def realize(model: nn.Module, mapping: Mapping[str, str], profile, input_shape: tuple[int, ...]) -> nn.Module:
@@ -213,12 +295,16 @@ def realize(model: nn.Module, mapping: Mapping[str, str], profile, input_shape: 
     from mps.supernet.mapping import check_layers
 
     infos, _ = trace_layers(model, input_shape)
-    check_layers(mapping, {n: None for n in infos}, "model")
+    plans = plan_pairs(model, infos, None, profile) if WIDE in mapping.values() else []
+    check_layers(mapping, {n: None for n in infos}, "model", ties={p.consumer: p.producer for p in plans})
+    shapes = _adapt_pairs(model, [p for p in plans if mapping[p.producer] == WIDE], wide_norms=True)
     layers = dict(weight_layers(model))
     for name, info in infos.items():
         op = mapping[name]
-        reason = operator_class(op).unsupported_reason(layers[name], info)
+        reason = operator_class(op).unsupported_reason(layers[name], info) if op != WIDE else None
+        if op == WIDE and name not in shapes:
+            reason = "the layer is not part of an adaptable pair"
         if reason:
             raise ConfigError(f"layer {name}: operator {op!r} not possible ({reason}); fix: choose another operator")
-        _set_submodule(model, name, operator_class(op).from_layer(layers[name], BuildContext(info, profile)))
+        _set_submodule(model, name, operator_class(op).from_layer(layers[name], BuildContext(info, profile, shapes.get(name))))
     return model

@@ -19,6 +19,7 @@ from torch import nn
 from mps.artifacts import ArtifactError, load_checkpoint, save_checkpoint
 from mps.config import SpaceConfig
 from mps.models import build_model
+from mps.supernet.adapted import WIDE
 from mps.supernet.choice import ChoiceLayer
 from mps.layer_info import LayerInfo
 from mps.supernet.convert import Supernet, _set_submodule, convert_to_supernet, layer_info_from, realize
@@ -37,6 +38,10 @@ def extract(supernet: Supernet, mapping: Mapping[str, str]) -> nn.Module:
         layer = model.get_submodule(name)
         assert isinstance(layer, ChoiceLayer)
         _set_submodule(model, name, layer.ops[mapping[name]])
+    for pair in supernet.pairs:  # adapted pairs: an ordinary BatchNorm of the width this path uses
+        if pair["norm"] is not None:
+            width = pair["width"] if mapping[pair["producer"]] == WIDE else pair["base_width"]
+            _set_submodule(model, pair["norm"], model.get_submodule(pair["norm"]).to_plain(width))
     return model.eval()
 
 

@@ -57,10 +57,11 @@ def _short(names: list[str], limit: int = 6) -> str:
 
 
 def check_layers(layers: Mapping[str, str], allowed: Mapping[str, list[str] | None], model_id: str,
-                 source: str = "mapping") -> None:
+                 source: str = "mapping", ties: Mapping[str, str] | None = None) -> None:
     """Raise MappingError unless ``layers`` names exactly the model's layers with allowed operators.
 
-    ``allowed[name]`` is the list of operators the layer may take, or None for 'any known one'.
+    ``allowed[name]`` is the list of operators the layer may take, or None for 'any known one';
+    ``ties`` (consumer -> producer) are the MPAAS pairs that take ``analog_wide`` together.
     """
     from mps.supernet.operators import OPERATORS
 
@@ -81,6 +82,13 @@ def check_layers(layers: Mapping[str, str], allowed: Mapping[str, list[str] | No
     if refused:
         raise MappingError(f"{source}: operators not allowed for these layers: {_short(refused)}; "
                            "fix: choose from the layer's allowed operators (params space section)")
+    if ties:
+        from mps.supernet.adapted import check_ties
+
+        split = check_ties(layers, ties)
+        if split:
+            raise MappingError(f"{source}: adapted pairs must take analog_wide together: {_short(split)}; "
+                               "fix: map both layers of each pair to analog_wide, or neither")
 
 
 def load_mapping(path: str | Path, model_id: str | None = None,

@@ -10,6 +10,7 @@ the saved state dict.  Adding an operator (say ``int4``) is one subclass with
 
 from __future__ import annotations
 
+import zlib
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -50,6 +51,7 @@ class BuildContext:
 
     info: LayerInfo
     profile: Any  # mps.cost_model.HardwareProfile
+    shape: LayerInfo | None = None  # an adapted operator's own (widened) shape; None = the layer's
 
 
 class Operator(nn.Module):
@@ -94,6 +96,29 @@ class Analog(Operator):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layer(x)
+
+
+@register_operator
+class AnalogWide(Analog):
+    """MPAAS adapted candidate: the layer widened to fill the analog tiles it already occupies
+    (see :mod:`mps.supernet.adapted`).  Offered by the converter on adaptable pairs only."""
+
+    name = "analog_wide"
+
+    @classmethod
+    def unsupported_reason(cls, layer: nn.Module, info: LayerInfo) -> str | None:
+        return "only offered on adaptable layer pairs with space.search_space: mpaas"
+
+    @classmethod
+    def from_layer(cls, layer: nn.Module, ctx: BuildContext) -> "AnalogWide":
+        from mps.supernet.adapted import widen_layer
+        from mps.supernet.analog import analog_from_digital, rpu_config_from_profile
+
+        if ctx.shape is None:
+            raise ConfigError(f"layer {ctx.info.name}: analog_wide needs its widened shape; fix: use search_space: mpaas")
+        # new rows drawn from a generator of their own: building never perturbs the global RNG
+        wide = widen_layer(layer, ctx.shape, torch.Generator().manual_seed(zlib.crc32(ctx.info.name.encode())))
+        return cls(analog_from_digital(wide, rpu_config_from_profile(ctx.profile.analog)))
 
 
 # --------------------------------------------------------------------------- digital
@@ -200,23 +225,25 @@ class Skip(Operator):
             return cls(layer.out_channels, True, tuple(layer.stride), source)
         return cls(layer.out_features, False, source=source)
 
-    def _match_features(self, x: torch.Tensor, dim: int) -> torch.Tensor:
-        have = x.shape[dim]
-        if have == self.out_features:
-            return x
-        if have > self.out_features:
-            return x.narrow(dim, 0, self.out_features)
-        pad_shape = list(x.shape)
-        pad_shape[dim] = self.out_features - have
-        return torch.cat([x, x.new_zeros(pad_shape)], dim=dim)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.is_conv:
-            return self._match_features(x, -1)
+            return fit_width(x, self.out_features, -1)
         sh, sw = self.stride
         if (sh, sw) != (1, 1):
             x = x[:, :, ::sh, ::sw]
-        return self._match_features(x, 1)
+        return fit_width(x, self.out_features, 1)
+
+
+def fit_width(x: torch.Tensor, width: int, dim: int) -> torch.Tensor:
+    """``x`` with exactly ``width`` features along ``dim``: the first ones, or zero-padded."""
+    have = x.shape[dim]
+    if have == width:
+        return x
+    if have > width:
+        return x.narrow(dim, 0, width)
+    pad_shape = list(x.shape)
+    pad_shape[dim] = width - have
+    return torch.cat([x, x.new_zeros(pad_shape)], dim=dim)
 
 
 def skip_output_matches(layer: nn.Module, x: torch.Tensor, y: torch.Tensor) -> bool:

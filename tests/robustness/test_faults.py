@@ -76,7 +76,7 @@ BAD_PARAMS = [
     ({"data.dataset": "imagenet"}, "data.dataset"),
     ({"model.name": "no_such_pkg.models:net"}, "model.name"),
     ({"hardware_profile": "hardware/missing.yaml"}, "missing.yaml"),
-    ({"space.search_space": "mpaas"}, "space.search_space"),  # not implemented: refused, never silently mps
+    ({"space.search_space": "mpas"}, "space.search_space"),
 ]
 
 
