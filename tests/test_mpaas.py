@@ -18,7 +18,7 @@ from mps.models import build_model
 from mps.models.resnet import BasicBlock
 from mps.stages.adapt import fair_paths
 from mps.supernet import MappingError, convert_to_supernet, extract, load_deployed, save_deployed
-from mps.supernet.adapted import WIDE, WidthAdaptiveBatchNorm, check_ties, wide_width, widen_layer, widened_info
+from mps.supernet.adapted import WIDE, WidthAdaptiveBatchNorm, check_ties, wide_width, widen_layer
 from mps.supernet.extract import describe_deployed
 from mps.supernet.mapping import MappingFile
 
@@ -50,6 +50,8 @@ def test_wide_width_fills_the_tiles_by_hand():
     lin = lambda i, o: LayerInfo("y", "linear", i, o)  # noqa: E731
     assert wide_width(lin(64, 128), lin(128, 64), 512, 512) == 512
     assert wide_width(lin(64, 512), lin(512, 64), 512, 512) == 512  # full already: no candidate
+    # attention, 4 heads of 16: qkv's 192 outputs are 12 head-blocks; 12 * 42 = 504 <= 512 rows
+    assert wide_width(lin(64, 192), lin(64, 64), 512, 512, blocks=(12, 4)) == 42
 
 
 @pytest.mark.parametrize("name", ["resnet8", "resnet20", "vit_tiny"])
@@ -59,9 +61,11 @@ def test_adapted_candidates_cost_no_tile_no_mvm_energy_no_latency(name):
     supernet = _supernet(name)
     assert supernet.pairs
     a = PROFILE.analog
+    widened = {info.name: info for info in supernet.layer_infos(_wide(supernet))}
     for p in supernet.pairs:
-        for layer, wide in ((p["producer"], widened_info(supernet.infos[p["producer"]], out_features=p["width"])),
-                            (p["consumer"], widened_info(supernet.infos[p["consumer"]], in_features=p["width"]))):
+        assert widened[p["producer"]].out_features == p["producer_width"]
+        assert widened[p["consumer"]].in_features == p["width"]
+        for layer, wide in ((p["producer"], widened[p["producer"]]), (p["consumer"], widened[p["consumer"]])):
             plain, adapted = layer_cost(supernet.infos[layer], "analog", PROFILE), layer_cost(wide, WIDE, PROFILE)
             assert adapted.tiles == plain.tiles
             assert adapted.compute_energy_uj == plain.compute_energy_uj
@@ -96,6 +100,29 @@ def test_widened_block_starts_exactly_as_the_plain_block():
     assert block.conv1.weight[16:].abs().sum() > 0      # new channels carry signal ...
     assert block.conv2.weight[:, 16:].abs().sum() == 0  # ... that the consumer ignores at first
     assert torch.allclose(block(x), ref, atol=1e-6)
+
+
+def test_widened_attention_keeps_every_head_and_starts_close_to_the_plain_block():
+    """Head widths grow from 16 to 42 inside qkv's and proj's tiles: each head's original
+    q/k/v rows and proj columns are copied to the start of its wider block; the new proj
+    columns are zero, so only the (small) new q.k terms move the output at first."""
+    from mps.models.vit import Attention
+
+    torch.manual_seed(0)
+    attn = Attention(64, 4).eval()
+    x = torch.randn(2, 17, 64)
+    ref = attn(x)
+    qkv, proj = attn.qkv, attn.proj
+    attn.qkv = widen_layer(qkv, LayerInfo("qkv", "linear", 64, 504), torch.Generator().manual_seed(1), blocks=(12, 1))
+    attn.proj = widen_layer(proj, LayerInfo("proj", "linear", 168, 64), blocks=(1, 4))
+    for block in range(12):  # every head-block of q, k and v kept its trained rows
+        assert torch.equal(attn.qkv.weight[block * 42:block * 42 + 16], qkv.weight[block * 16:(block + 1) * 16])
+    for head in range(4):
+        assert torch.equal(attn.proj.weight[:, head * 42:head * 42 + 16], proj.weight[:, head * 16:(head + 1) * 16])
+        assert attn.proj.weight[:, head * 42 + 16:(head + 1) * 42].abs().sum() == 0
+    out = attn(x)
+    assert out.shape == ref.shape
+    assert (out - ref).abs().max() < 0.05 * ref.abs().max()
 
 
 def test_width_adaptive_norm_serves_both_widths_and_trains_only_what_it_sees():

@@ -16,6 +16,8 @@ patches).  The position embedding is sized for ``image_size``; other input sizes
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -54,14 +56,19 @@ class Attention(nn.Module):
         if dim % heads:
             raise ValueError(f"dim {dim} is not divisible by heads {heads}")
         self.heads = heads
+        self.scale = 1.0 / math.sqrt(dim // heads)  # exactly scaled_dot_product_attention's default
         self.qkv = nn.Linear(dim, 3 * dim)
         self.proj = nn.Linear(dim, dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, n, d = x.shape
-        qkv = self.qkv(x).reshape(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2])  # (B, heads, n, d/heads)
-        return self.proj(out.transpose(1, 2).reshape(b, n, d))
+        b, n, _ = x.shape
+        qkv = self.qkv(x)
+        # the head width comes from qkv's outputs, so an MPAAS-widened qkv/proj pair (wider heads,
+        # same tiles) runs unchanged; the softmax scale stays the trained one
+        head = qkv.shape[-1] // (3 * self.heads)
+        qkv = qkv.reshape(b, n, 3, self.heads, head).permute(2, 0, 3, 1, 4)
+        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], scale=self.scale)  # (B, heads, n, head)
+        return self.proj(out.transpose(1, 2).reshape(b, n, self.heads * head))
 
 
 class Mlp(nn.Module):
@@ -116,10 +123,17 @@ class VisionTransformer(nn.Module):
                 nn.init.trunc_normal_(m.weight, std=0.02)
                 nn.init.zeros_(m.bias)
 
-    def mpaas_pairs(self) -> list[tuple[str, None, str]]:
+    def mpaas_pairs(self) -> list[tuple]:
         """Adaptable pairs for MPAAS (mps.supernet.adapted): the hidden width of every MLP
-        (fc1 -> GELU -> fc2). Attention projections are not adapted."""
-        return [(f"{n}.fc1", None, f"{n}.fc2") for n, m in self.named_modules() if isinstance(m, Mlp)]
+        (fc1 -> GELU -> fc2), and the head width of every attention block (qkv -> attention ->
+        proj; qkv's outputs are 3 x heads blocks, proj's inputs heads blocks of one head each)."""
+        pairs: list[tuple] = []
+        for n, m in self.named_modules():
+            if isinstance(m, Attention):
+                pairs.append((f"{n}.qkv", None, f"{n}.proj", (3 * m.heads, m.heads)))
+            elif isinstance(m, Mlp):
+                pairs.append((f"{n}.fc1", None, f"{n}.fc2"))
+        return pairs
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.patch_embed(x)

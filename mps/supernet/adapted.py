@@ -58,15 +58,27 @@ class AdaptedPair:
     producer: str
     norm: str | None
     consumer: str
-    width: int            # hidden width W on the adapted path
-    base_width: int       # hidden width C of the plain network
+    width: int            # consumer inputs W on the adapted path (= the norm's width)
+    base_width: int       # consumer inputs C of the plain network
+    blocks: tuple[int, int]   # (producer output blocks, consumer input blocks), see declared_pairs
     producer_info: LayerInfo  # the widened layers' descriptions (for the cost model)
     consumer_info: LayerInfo
 
 
-def declared_pairs(model: nn.Module) -> list[tuple[str, str | None, str]]:
+def declared_pairs(model: nn.Module) -> list[tuple[str, str | None, str, tuple[int, int]]]:
+    """``model.mpaas_pairs()`` as (producer, norm, consumer, blocks).
+
+    ``blocks = (p, c)``: the hidden features are ``p`` equal blocks in the producer's outputs
+    and ``c`` in the consumer's inputs, and every block grows by the same amount (attention:
+    ``qkv`` outputs are 3 x heads blocks of one head's width, ``proj`` inputs heads blocks);
+    plain pairs are ``(1, 1)``.
+    """
     method = getattr(model, "mpaas_pairs", None)
-    return [tuple(p) for p in method()] if callable(method) else []
+    out = []
+    for p in (method() if callable(method) else []):
+        producer, norm, consumer, *rest = p
+        out.append((producer, norm, consumer, tuple(rest[0]) if rest else (1, 1)))
+    return out
 
 
 def widened_info(info: LayerInfo, out_features: int | None = None, in_features: int | None = None) -> LayerInfo:
@@ -76,13 +88,16 @@ def widened_info(info: LayerInfo, out_features: int | None = None, in_features: 
     return replace(wide, macs=info.out_positions * wide.out_features * wide.weight_cols)
 
 
-def wide_width(producer: LayerInfo, consumer: LayerInfo, tile_rows: int, tile_cols: int) -> int:
-    """Largest hidden width that keeps both layers on the tiles they occupy at the plain width."""
-    c = producer.out_features
+def wide_width(producer: LayerInfo, consumer: LayerInfo, tile_rows: int, tile_cols: int,
+               blocks: tuple[int, int] = (1, 1)) -> int:
+    """Largest hidden block width that keeps both layers on the tiles they occupy at the plain
+    width (``blocks`` as in :func:`declared_pairs`; plain pairs: the hidden width itself)."""
+    pb, cb = blocks
+    b = producer.out_features // pb
     area = consumer.kernel_size[0] * consumer.kernel_size[1]
-    by_rows = math.ceil(c / tile_rows) * tile_rows
-    by_cols = (math.ceil(c * area / tile_cols) * tile_cols) // area
-    return max(c, min(by_rows, by_cols))
+    by_rows = (math.ceil(pb * b / tile_rows) * tile_rows) // pb
+    by_cols = (math.ceil(cb * b * area / tile_cols) * tile_cols) // (cb * area)
+    return max(b, min(by_rows, by_cols))
 
 
 def plan_pairs(model: nn.Module, infos: Mapping[str, LayerInfo], allowed: Mapping[str, list[str]] | None,
@@ -91,36 +106,45 @@ def plan_pairs(model: nn.Module, infos: Mapping[str, LayerInfo], allowed: Mappin
     modules = dict(model.named_modules())
     used: set[str] = set()
     plans = []
-    for producer, norm, consumer in declared_pairs(model):
+    for producer, norm, consumer, blocks in declared_pairs(model):
         for name in (producer, consumer):
             if name not in infos:
                 raise ConfigError(f"mpaas pair ({producer}, {consumer}): {name} is not a Conv2d/Linear of the model; "
                                   "fix: correct the model's mpaas_pairs()")
         p, c = infos[producer], infos[consumer]
-        if p.out_features != c.in_features or p.groups != 1 or c.groups != 1:
-            raise ConfigError(f"mpaas pair ({producer}, {consumer}): {producer} has {p.out_features} outputs, "
-                              f"{consumer} takes {c.in_features} (groups {p.groups}, {c.groups}); fix: pair layers "
-                              "where one feeds the other directly, without groups")
-        if norm is not None and not isinstance(modules.get(norm), nn.BatchNorm2d):
-            raise ConfigError(f"mpaas pair ({producer}, {consumer}): {norm} is not a BatchNorm; fix: name the "
-                              "BatchNorm between the two layers, or None")
+        pb, cb = blocks
+        if (p.out_features % pb or c.in_features % cb or p.out_features // pb != c.in_features // cb
+                or p.groups != 1 or c.groups != 1):
+            raise ConfigError(f"mpaas pair ({producer}, {consumer}): {producer} has {p.out_features} outputs in "
+                              f"{pb} block(s), {consumer} takes {c.in_features} in {cb} (groups {p.groups}, "
+                              f"{c.groups}); fix: pair layers where one feeds the other, with blocks of equal width")
+        if norm is not None and (blocks != (1, 1) or not isinstance(modules.get(norm), nn.BatchNorm2d)):
+            raise ConfigError(f"mpaas pair ({producer}, {consumer}): {norm} is not a BatchNorm between plain "
+                              "(1, 1)-block layers; fix: name the BatchNorm between the two layers, or None")
         if used & {producer, consumer}:
             raise ConfigError(f"mpaas pair ({producer}, {consumer}): a layer is in two pairs; fix: list each layer once")
         if allowed is not None and not ("analog" in allowed[producer] and "analog" in allowed[consumer]):
             continue  # the space keeps one of them digital: nothing to adapt
-        width = wide_width(p, c, profile.analog.tile_rows, profile.analog.tile_cols)
-        if width == p.out_features:
+        block = wide_width(p, c, profile.analog.tile_rows, profile.analog.tile_cols, blocks)
+        if block == p.out_features // pb:
             continue
         used |= {producer, consumer}
-        plans.append(AdaptedPair(producer, norm, consumer, width, p.out_features,
-                                 widened_info(p, out_features=width), widened_info(c, in_features=width)))
+        plans.append(AdaptedPair(producer, norm, consumer, cb * block, c.in_features, blocks,
+                                 widened_info(p, out_features=pb * block), widened_info(c, in_features=cb * block)))
     return plans
 
 
+def _block_positions(blocks: int, old: int, new: int) -> torch.Tensor:
+    """Where the ``old`` features of each of ``blocks`` blocks sit after the blocks grow to ``new``."""
+    return torch.tensor([i * (new // blocks) + r for i in range(blocks) for r in range(old // blocks)])
+
+
 @torch.no_grad()
-def widen_layer(layer: nn.Module, shape: LayerInfo, generator: torch.Generator | None = None) -> nn.Module:
+def widen_layer(layer: nn.Module, shape: LayerInfo, generator: torch.Generator | None = None,
+                blocks: tuple[int, int] = (1, 1)) -> nn.Module:
     """A float Conv2d/Linear of ``shape``'s width holding ``layer``'s weights: original rows
-    and columns copied, new output rows small random, new input columns zero."""
+    and columns copied into the start of each (output, input) block, new output rows small
+    random, new input columns zero."""
     w = layer.weight
     if isinstance(layer, nn.Conv2d):
         new = nn.Conv2d(shape.in_features, shape.out_features, layer.kernel_size, layer.stride, layer.padding,
@@ -130,14 +154,17 @@ def widen_layer(layer: nn.Module, shape: LayerInfo, generator: torch.Generator |
     else:
         raise TypeError(f"cannot widen {type(layer).__name__}")
     new = new.to(w.device, w.dtype)
-    out_c, in_c = w.shape[0], w.shape[1]
+    rows = _block_positions(blocks[0], w.shape[0], new.weight.shape[0]).to(w.device)
+    cols = _block_positions(blocks[1], w.shape[1], new.weight.shape[1]).to(w.device)
     noise = torch.randn(new.weight.shape, generator=generator, dtype=w.dtype).to(w.device)
     new.weight.copy_(noise * NEW_ROW_SCALE * w.std())
-    new.weight[:, in_c:] = 0.0
-    new.weight[:out_c, :in_c] = w
+    new_cols = torch.ones(new.weight.shape[1], dtype=torch.bool, device=w.device)
+    new_cols[cols] = False
+    new.weight[:, new_cols] = 0.0
+    new.weight[rows[:, None], cols[None, :]] = w
     if layer.bias is not None:
         new.bias.zero_()
-        new.bias[:out_c] = layer.bias
+        new.bias[rows] = layer.bias
     return new
 
 

@@ -180,7 +180,7 @@ class Supernet(nn.Module):
         wide: dict[str, LayerInfo] = {}
         for p in self.pairs:
             if mapping.get(p["producer"]) == WIDE:
-                wide[p["producer"]] = widened_info(self.infos[p["producer"]], out_features=p["width"])
+                wide[p["producer"]] = widened_info(self.infos[p["producer"]], out_features=p["producer_width"])
                 wide[p["consumer"]] = widened_info(self.infos[p["consumer"]], in_features=p["width"])
         return [wide.get(name, info) for name, info in self.infos.items()]
 
@@ -268,20 +268,24 @@ def convert_to_supernet(model: nn.Module, space: SpaceConfig, profile, input_sha
         if name in shapes:
             allowed[name].append(WIDE)
         built: dict[str, Operator] = {
-            op: operator_class(op).from_layer(layers[name], BuildContext(info, profile, shapes.get(name) if op == WIDE else None))
+            op: operator_class(op).from_layer(layers[name], BuildContext(info, profile, *shapes[name])
+                                              if op == WIDE else BuildContext(info, profile))
             for op in allowed[name]}
-        _set_submodule(model, name, ChoiceLayer(info, built, {WIDE: shapes[name]} if name in shapes else None))
+        _set_submodule(model, name, ChoiceLayer(info, built, {WIDE: shapes[name][0]} if name in shapes else None))
     pairs = [{"producer": p.producer, "norm": p.norm, "consumer": p.consumer, "width": p.width,
-              "base_width": p.base_width} for p in plans]
+              "base_width": p.base_width, "producer_width": p.producer_info.out_features, "blocks": list(p.blocks)}
+             for p in plans]
     return Supernet(model, infos, {"input_shape": list(input_shape), **(meta or {}), "adapted_pairs": pairs})
 
 
-def _adapt_pairs(model: nn.Module, plans: list[AdaptedPair], wide_norms: bool) -> dict[str, LayerInfo]:
+def _adapt_pairs(model: nn.Module, plans: list[AdaptedPair],
+                 wide_norms: bool) -> dict[str, tuple[LayerInfo, tuple[int, int]]]:
     """Widen the BatchNorm of each pair (supernet: width-adaptive; deployed wide model: a plain
-    BatchNorm of the wide width); return the widened layer descriptions by layer name."""
-    shapes: dict[str, LayerInfo] = {}
+    BatchNorm of the wide width); return each widened layer's (shape, (out, in) blocks)."""
+    shapes: dict[str, tuple[LayerInfo, tuple[int, int]]] = {}
     for p in plans:
-        shapes[p.producer], shapes[p.consumer] = p.producer_info, p.consumer_info
+        shapes[p.producer] = (p.producer_info, (p.blocks[0], 1))
+        shapes[p.consumer] = (p.consumer_info, (1, p.blocks[1]))
         if p.norm is not None:
             norm = WidthAdaptiveBatchNorm.from_norm(model.get_submodule(p.norm), p.width)
             _set_submodule(model, p.norm, norm.to_plain(p.width) if wide_norms else norm)
@@ -306,5 +310,6 @@ def realize(model: nn.Module, mapping: Mapping[str, str], profile, input_shape: 
             reason = "the layer is not part of an adaptable pair"
         if reason:
             raise ConfigError(f"layer {name}: operator {op!r} not possible ({reason}); fix: choose another operator")
-        _set_submodule(model, name, operator_class(op).from_layer(layers[name], BuildContext(info, profile, shapes.get(name))))
+        ctx = BuildContext(info, profile, *shapes[name]) if op == WIDE else BuildContext(info, profile)
+        _set_submodule(model, name, operator_class(op).from_layer(layers[name], ctx))
     return model

@@ -52,6 +52,7 @@ class BuildContext:
     info: LayerInfo
     profile: Any  # mps.cost_model.HardwareProfile
     shape: LayerInfo | None = None  # an adapted operator's own (widened) shape; None = the layer's
+    blocks: tuple[int, int] = (1, 1)  # (output, input) blocks that grow evenly (mps.supernet.adapted)
 
 
 class Operator(nn.Module):
@@ -117,7 +118,8 @@ class AnalogWide(Analog):
         if ctx.shape is None:
             raise ConfigError(f"layer {ctx.info.name}: analog_wide needs its widened shape; fix: use search_space: mpaas")
         # new rows drawn from a generator of their own: building never perturbs the global RNG
-        wide = widen_layer(layer, ctx.shape, torch.Generator().manual_seed(zlib.crc32(ctx.info.name.encode())))
+        wide = widen_layer(layer, ctx.shape, torch.Generator().manual_seed(zlib.crc32(ctx.info.name.encode())),
+                           ctx.blocks)
         return cls(analog_from_digital(wide, rpu_config_from_profile(ctx.profile.analog)))
 
 
