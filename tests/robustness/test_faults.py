@@ -279,7 +279,10 @@ def _reference_interrupted_resumed(tmp_path: Path, stage: str, args: list[str], 
     done = mps(stage, *args, "--out", str(ref), "--work-dir", str(tmp_path / "ref-work"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     cmd = [*MPS, stage, *args, "--out", str(out), "--work-dir", str(work)]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # a foreground process: SIGINT at its default even when the test run itself was started in the
+    # background (a shell's `cmd &` starts children with SIGINT ignored, and Python keeps that)
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     _interrupt_when(proc, work / marker, sig)
     proc.wait(timeout=120)
     assert proc.returncode == 130, proc.stderr.read()[-2000:]
