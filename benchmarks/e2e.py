@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import REPO, Figure, Inputs, Stats, interleaved, ratio
+from benchmarks.common import REPO, Figure, Inputs, interleaved, ratio
 from benchmarks.pipeline import STAGES, stage_table
 
 TITLE = "5. End to end: stage costs, growth with model size and with drift times"

@@ -34,14 +34,14 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from mps.artifacts import ArtifactError, atomic_write_bytes, atomic_write_json, atomic_write_text, provenance
+from mps.artifacts import atomic_write_bytes, atomic_write_json, atomic_write_text, provenance
 from mps.config import ConfigError, Params
 from mps.cost_model import parse_hardware_profile
 from mps.evaluation import EvalSet, drift_accuracy_grid
 from mps.noise_schedule import layer_schedule
 from mps.runtime import progress, seed_everything
-from mps.stages.common import Splits, eval_set, load_splits
-from mps.supernet import Supernet, extract, load_supernet
+from mps.stages.common import Splits, eval_set, load_supernet_inputs
+from mps.supernet import Supernet, extract
 from mps.tracking import Tracker
 from mps.units import drift_label, drift_title
 
@@ -154,13 +154,7 @@ def layer_grid(supernet: Supernet, reference_mapping: dict[str, str], layer: str
 # --------------------------------------------------------------------------- inputs
 def load_inputs(data_dir: Path, supernet_path: Path) -> tuple[Splits, Supernet, dict]:
     """Data splits and supernet, checked to belong together; raises before any output."""
-    splits = load_splits(data_dir)
-    supernet, ckpt = load_supernet(supernet_path)
-    fingerprint = splits.manifest["fingerprint"]
-    trained_on = supernet.meta.get("data_fingerprint")
-    if trained_on not in (None, fingerprint):
-        raise ArtifactError(f"{supernet_path}: supernet was trained on other data (fingerprint {trained_on} "
-                            f"!= {fingerprint} of {data_dir}); fix: pass the data folder it was adapted on")
+    splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, supernet_path)
     if not analog_capable(supernet):
         raise CalibrateError(f"{supernet_path}: no layer of the supernet may run on 'analog', so there is nothing "
                              "to calibrate; fix: include 'analog' in space.operators and rerun 'mps adapt'")

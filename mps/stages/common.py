@@ -52,3 +52,29 @@ def hardware_profile(params: Params):
     from mps.cost_model import load_hardware_profile
 
     return load_hardware_profile(params.hardware_profile)
+
+
+def load_supernet_inputs(data_dir: Path, supernet_path: Path, pretrained_path: Path | None = None):
+    """Data splits, adapted supernet and (optionally) the pretrained checkpoint, checked to
+    belong together; raises before any output. Returns (splits, supernet, supernet checkpoint,
+    pretrained checkpoint or None)."""
+    from mps.artifacts import ArtifactError
+    from mps.supernet import load_supernet
+
+    supernet, ckpt = load_supernet(supernet_path)
+    pre_ckpt = None
+    if pretrained_path is not None:
+        from mps.stages.pretrain import load_pretrained
+
+        model_id = str(supernet.meta.get("model_id"))
+        _, pre_ckpt = load_pretrained(pretrained_path)
+        if pre_ckpt.get("model_id") != model_id:
+            raise ArtifactError(f"{pretrained_path}: pretrained model is {pre_ckpt.get('model_id')!r} but the "
+                                f"supernet is {model_id!r}; fix: pass the checkpoint the supernet was adapted from")
+    splits = load_splits(data_dir)
+    fingerprint = splits.manifest["fingerprint"]
+    trained_on = supernet.meta.get("data_fingerprint")
+    if trained_on not in (None, fingerprint):
+        raise ArtifactError(f"{supernet_path}: supernet was trained on other data (fingerprint {trained_on} "
+                            f"!= {fingerprint} of {data_dir}); fix: pass the data folder it was adapted on")
+    return splits, supernet, ckpt, pre_ckpt

@@ -38,7 +38,6 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 import pandas as pd
-import torch
 from torch import nn
 
 from mps import evaluation
@@ -47,9 +46,9 @@ from mps.config import Params
 from mps.cost_model import parse_hardware_profile
 from mps.evaluation import EvalSet
 from mps.runtime import progress
-from mps.stages.common import eval_set, load_splits
+from mps.stages.common import eval_set, load_supernet_inputs
 from mps.stages.pretrain import load_pretrained
-from mps.supernet import MappingFile, check_layers, extract, load_mapping, load_supernet, realize
+from mps.supernet import MappingFile, check_layers, extract, load_mapping, realize
 from mps.supernet.analog import analog_layers
 from mps.supernet.mapping import MappingError
 from mps.tracking import Tracker
@@ -329,17 +328,9 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     drift_times = [float(t) for t in cfg.drift_times]
 
     # ---- inputs, all checked before any work or output
-    supernet, ckpt = load_supernet(supernet_path)
+    splits, supernet, ckpt, pre_ckpt = load_supernet_inputs(data_dir, supernet_path, pretrained_path)
     model_id = str(supernet.meta.get("model_id"))
-    _, pre_ckpt = load_pretrained(pretrained_path)
-    if pre_ckpt.get("model_id") != model_id:
-        raise ArtifactError(f"{pretrained_path}: pretrained model is {pre_ckpt.get('model_id')!r} but the supernet "
-                            f"is {model_id!r}; fix: pass the checkpoint the supernet was adapted from")
-    splits = load_splits(data_dir)
     fingerprint = splits.manifest["fingerprint"]
-    if supernet.meta.get("data_fingerprint") not in (None, fingerprint):
-        raise ArtifactError(f"{supernet_path}: supernet was trained on other data (fingerprint "
-                            f"{supernet.meta.get('data_fingerprint')} != {fingerprint}); fix: pass its data folder")
     candidates = load_candidates(mappings_dir, model_id, supernet.allowed, supernet.ties)
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
     costs_of = {c.name: supernet.costs(c.mapping.layers, profile) for c in candidates}

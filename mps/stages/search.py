@@ -43,10 +43,10 @@ from mps.runtime import seed_everything
 from mps.search.baselines import (FP32, fp32_baseline, fp32_mapping, greedy_search, nsga2_population, nsga2_search,
                                   random_search, read_sensitivity, sensitivity_order, uniform_baseline)
 from mps.search.mps_search import mps_search
-from mps.search.objectives import Evaluation, ObjectiveEvaluator, cost_objectives, mapping_key
+from mps.search.objectives import Evaluation, ObjectiveEvaluator, cost_objectives
 from mps.search.result import SearchResult
-from mps.stages.common import eval_set, load_splits
-from mps.supernet import MappingFile, check_layers, load_supernet, realize
+from mps.stages.common import eval_set, load_supernet_inputs
+from mps.supernet import MappingFile, check_layers, realize
 from mps.supernet.adapted import WIDE
 from mps.tracking import Tracker
 
@@ -70,12 +70,11 @@ class SearchContext:
 
 def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
     """Run one method within ``evaluator``'s budget; time it, evaluations included."""
-    cfg, k, seed, sn = ctx.cfg, ctx.cfg.pareto_size, ctx.seed, ctx.supernet
     t0 = time.perf_counter()
     if method == "mpaas":  # MPS over the extended space, adapted candidates included
-        result = mps_search(sn, evaluator, cfg, seed, method="mpaas")
+        result = mps_search(ctx.supernet, evaluator, ctx.cfg, ctx.seed, method="mpaas")
     else:  # MPS and every baseline search the plain operators
-        with sn.excluding({WIDE}):
+        with ctx.supernet.excluding({WIDE}):
             result = _run_plain_method(method, evaluator, ctx)
     result.seconds = time.perf_counter() - t0
     return result
@@ -229,24 +228,14 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     methods = ["mps", *[m for m in cfg.baselines if m != "mps"]]
 
     # ---- inputs, all checked before any work or output
-    supernet, ckpt = load_supernet(supernet_path)
+    splits, supernet, ckpt, pre_ckpt = load_supernet_inputs(data_dir, supernet_path, pretrained_path)
     if supernet.pairs:  # an mpaas supernet: MPS on the plain operators, and MPAAS on all
         methods.insert(1, "mpaas")
     elif params.space.search_space == "mpaas":
         print("search: search_space mpaas, but the supernet has no adaptable layer pairs "
               "(model without mpaas_pairs(), or no room in its tiles): searching the plain space only")
     model_id = str(supernet.meta.get("model_id"))
-    from mps.stages.pretrain import load_pretrained  # noqa: PLC0415 - heavy import chain, stage-local
-
-    _, pre_ckpt = load_pretrained(pretrained_path)
-    if pre_ckpt.get("model_id") != model_id:
-        raise ArtifactError(f"{pretrained_path}: pretrained model is {pre_ckpt.get('model_id')!r} but the supernet "
-                            f"is {model_id!r}; fix: pass the checkpoint the supernet was adapted from")
-    splits = load_splits(data_dir)
     fingerprint = splits.manifest["fingerprint"]
-    if supernet.meta.get("data_fingerprint") not in (None, fingerprint):
-        raise ArtifactError(f"{supernet_path}: supernet was trained on other data (fingerprint "
-                            f"{supernet.meta.get('data_fingerprint')} != {fingerprint}); fix: pass its data folder")
     greedy_order = None
     key_inputs = [supernet_path, pretrained_path]
     if "greedy" in methods:
@@ -260,6 +249,8 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     shape = tuple(pre_ckpt["image_shape"])
 
     def build_fp32():
+        from mps.stages.pretrain import load_pretrained  # noqa: PLC0415 - heavy import chain, stage-local
+
         model, _ = load_pretrained(pretrained_path)
         return realize(model, fp32_mapping(supernet), profile, shape).eval()
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
-from typing import Iterable, Iterator, Mapping
+from typing import Callable, Iterable, Iterator, Mapping
 
 import torch
 from torch import nn
@@ -50,13 +50,28 @@ def layer_info_from(name: str, layer: nn.Module, output: torch.Tensor) -> LayerI
 
 
 @torch.no_grad()
+def forward_one_sample(model: nn.Module, input_shape: tuple[int, ...],
+                       hooks: Iterable[tuple[nn.Module, Callable]]) -> None:
+    """One eval-mode forward pass of a single zero example with each ``(module, hook)``
+    registered as a forward hook meanwhile; hooks removed and the model's mode restored after."""
+    handles = [module.register_forward_hook(hook) for module, hook in hooks]
+    was_training = model.training
+    try:
+        model.eval()
+        model(torch.zeros((1, *input_shape)))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was_training)
+
+
+@torch.no_grad()
 def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[str, LayerInfo], dict[str, bool]]:
     """One forward pass of a single example: LayerInfo per weight layer, plus whether the
     parameter-free skip path reproduces each layer's output shape."""
     layers = weight_layers(model)
     infos: dict[str, LayerInfo] = {}
     skip_ok: dict[str, bool] = {}
-    calls: dict[str, int] = {}
 
     def hook(name):
         def record(module, inputs, output):
@@ -69,15 +84,7 @@ def trace_layers(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[dict[s
             skip_ok[name] = skip_output_matches(module, inputs[0][:1], output[:1])
         return record
 
-    handles = [m.register_forward_hook(hook(n)) for n, m in layers]
-    was_training = model.training
-    try:
-        model.eval()
-        model(torch.zeros((1, *input_shape)))
-    finally:
-        for h in handles:
-            h.remove()
-        model.train(was_training)
+    forward_one_sample(model, input_shape, [(m, hook(n)) for n, m in layers])
     unused = [n for n, _ in layers if n not in infos]
     if unused:
         raise ConfigError(f"layers never called in a forward pass: {', '.join(unused)}; fix: remove them from the model")

@@ -22,7 +22,8 @@ from mps.models import build_model
 from mps.supernet.adapted import WIDE
 from mps.supernet.choice import ChoiceLayer
 from mps.layer_info import LayerInfo
-from mps.supernet.convert import Supernet, _set_submodule, convert_to_supernet, layer_info_from, realize
+from mps.supernet.convert import (Supernet, _set_submodule, convert_to_supernet, forward_one_sample, layer_info_from,
+                                  realize)
 from mps.supernet.operators import Operator, Skip, shaped_layer
 from mps.supernet.mapping import MappingFile
 
@@ -52,13 +53,7 @@ def describe_deployed(model: nn.Module, input_shape: tuple[int, ...]) -> tuple[d
     layer's description).  Lets a cost be computed from a deployed model alone."""
     ops = [(n, m) for n, m in model.named_modules() if isinstance(m, Operator)]
     outputs: dict[str, torch.Tensor] = {}
-    handles = [m.register_forward_hook(lambda mod, i, o, n=n: outputs.setdefault(n, o)) for n, m in ops]
-    try:
-        model.eval()
-        model(torch.zeros((1, *input_shape)))
-    finally:
-        for h in handles:
-            h.remove()
+    forward_one_sample(model, input_shape, [(m, lambda mod, i, o, n=n: outputs.setdefault(n, o)) for n, m in ops])
     infos, mapping = {}, {}
     for name, op in ops:
         if isinstance(op, Skip):
