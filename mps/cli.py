@@ -59,8 +59,9 @@ def _calibrate(params: Params, args: argparse.Namespace, tracker) -> None:
 def _search(params: Params, args: argparse.Namespace, tracker) -> None:
     from mps.stages.search import run
 
-    run(params, Path(args.data), Path(args.supernet), Path(args.pretrained), Path(args.sensitivity),
-        Path(args.out), work_dir_for(Path(args.out), args.work_dir), tracker)
+    run(params, Path(args.data), Path(args.supernet), Path(args.pretrained),
+        Path(args.sensitivity) if args.sensitivity else None, Path(args.out),
+        work_dir_for(Path(args.out), args.work_dir), tracker)
 
 
 def _evaluate(params: Params, args: argparse.Namespace, tracker) -> None:
@@ -78,6 +79,12 @@ def _report(params: Params, args: argparse.Namespace, tracker) -> None:
 
 def _aggregate(params: Params, args: argparse.Namespace, tracker) -> None:
     from mps.stages.aggregate import run
+
+    run(params, [Path(p) for p in args.results], Path(args.out), tracker)
+
+
+def _ablation(params: Params, args: argparse.Namespace, tracker) -> None:
+    from mps.stages.ablation import run
 
     run(params, [Path(p) for p in args.results], Path(args.out), tracker)
 
@@ -100,7 +107,8 @@ STAGES: dict[str, tuple[str, list[tuple[str, dict]], Callable[..., None]]] = {
     "calibrate": ("per-layer analog sensitivity under programming noise and drift",
                   [_DATA, _SUPERNET, _OUT], _calibrate),
     "search": ("rank-preserving alpha search: a Pareto set of mappings, plus the baselines",
-               [_DATA, _SUPERNET, _PRETRAINED, _opt("--sensitivity", "sensitivity table (mps calibrate)"),
+               [_DATA, _SUPERNET, _PRETRAINED, _opt("--sensitivity", "sensitivity table (mps calibrate; needed by the greedy baseline)",
+                                                           required=False),
                 _OUT, _WORK], _search),
     "evaluate": ("accuracy of every mapping under PCM noise and drift, and its hardware costs",
                  [_DATA, _SUPERNET, _PRETRAINED, _opt("--mappings", "mapping folder (mps search)"), _OUT, _WORK],
@@ -108,6 +116,9 @@ STAGES: dict[str, tuple[str, list[tuple[str, dict]], Callable[..., None]]] = {
     "report": ("results table, plots and the Markdown/HTML report",
                [_opt("--evaluate", "evaluate folder"), _opt("--search", "search folder"),
                 _opt("--calibrate", "calibrate folder"), _OUT], _report),
+    "ablation": ("the ablation table: adaptation variants x seeds (after `snakemake ablation`)",
+                 [("--results", {"required": True, "nargs": "+", "help": "the ablation runs' evaluate results.csv"}),
+                  _OUT], _ablation),
     "aggregate": ("one table across the sweep grid: mean ± std over seeds",
                   [("--results", {"required": True, "nargs": "+", "help": "evaluate results.csv files"}), _OUT],
                   _aggregate),

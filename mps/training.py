@@ -128,3 +128,10 @@ class EpochCheckpointer:
 
     def clear(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def adapt_steps(params, n_train: int) -> int:
+    """Optimizer steps of the adaptation stage (both phases): the budget the full-analog HWA
+    baseline gets too, so the two are compared at the same number of updates."""
+    cfg = params.adapt
+    return (cfg.fairness_epochs + cfg.noise_epochs) * steps_per_epoch(n_train, cfg.batch_size, cfg.max_steps_per_epoch)

@@ -243,17 +243,24 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
         summary = run(params, tiny_data, tiny_supernet, tiny_pretrained, sens, out, tmp_path / "work", tracker)
         run_id = tracker.run_id
 
-    methods = ["mps", "fp32", "int8", "analog", "greedy", "random", "nsga2"]
+    methods = ["mps", "fp32", "int8", "analog", "analog_straight", "analog_hwa", "greedy", "random", "nsga2"]
     assert list(summary["methods"]) == methods
     # equal accounting: searchers that can use the whole budget use exactly it, none exceeds it
     used = {m: summary["methods"][m]["evaluations"] for m in methods}
     assert used["mps"] == used["random"] == used["nsga2"] == budget
-    assert used["fp32"] == used["int8"] == used["analog"] == 1
+    assert used["fp32"] == used["int8"] == used["analog"] == used["analog_straight"] == used["analog_hwa"] == 1
     assert 1 <= used["greedy"] <= budget
 
-    files = sorted((out / "mappings").iterdir())
+    files = sorted((out / "mappings").glob("*.json"))
     names = [p.stem for p in files]
-    assert {"fp32", "int8", "analog", "mps-00", "greedy-00", "random-00", "nsga2-00"} <= set(names)
+    assert {"fp32", "int8", "analog", "analog_straight", "analog_hwa", "mps-00", "greedy-00", "random-00",
+            "nsga2-00"} <= set(names)
+    # the straight conversion comes from the pretrained model; the HWA baseline's network sits beside its mapping
+    assert load_mapping(out / "mappings" / "analog_straight.json").source == "pretrained"
+    hwa = load_mapping(out / "mappings" / "analog_hwa.json")
+    assert hwa.source == "analog_hwa.pt" and (out / "mappings" / "analog_hwa.pt").is_file()
+    assert load_mapping(out / "mappings" / "analog.json").source is None
+    assert sorted(p.name for p in (out / "mappings").glob("*.pt")) == ["analog_hwa.pt"]
     allowed = supernet.allowed
     model_id = supernet.meta["model_id"]
     for p in files:

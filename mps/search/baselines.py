@@ -4,6 +4,11 @@
   with :func:`mps.supernet.realize`, not taken from the supernet); one evaluation;
 * ``int8`` / ``analog``: the supernet's uniform mappings (layers that cannot be analog fall
   back as :meth:`Supernet.uniform_mapping` does); one evaluation each;
+* ``analog_straight``: the same all-analog mapping realised from the pretrained model with no
+  training at all (straight conversion): what all of this buys over simply converting;
+* ``analog_hwa``: the paper's "fully analog" row: that straight conversion fine-tuned by
+  hardware-aware training (:func:`mps.hwa.finetune`, the adaptation's HWA configuration and
+  number of steps); its trained network is written beside its mapping file;
 * ``greedy``: a per-layer sensitivity mapper in the spirit of LionHEART: from all-int8, move
   layers to analog from the least to the most sensitive (calibration table at the search
   drift time) while the measured accuracy drop from the all-int8 start stays within
@@ -27,6 +32,7 @@ from torch import nn
 from mps.config import ConfigError
 from mps.search.objectives import ObjectiveEvaluator
 from mps.search.result import SearchResult, finish
+from mps.supernet.mapping import PRETRAINED
 
 SENSITIVITY_COLUMNS = ("layer", "drift_time", "mean_drop", "std_drop")
 FP32 = "fp32"
@@ -52,6 +58,28 @@ def uniform_baseline(method: str, op: str, evaluator: ObjectiveEvaluator, supern
     """Every layer on ``op`` where allowed (uniform_mapping's fallback elsewhere); one evaluation."""
     evaluator.evaluate(supernet.uniform_mapping(op))
     return finish(method, evaluator, k, seed)
+
+
+def straight_baseline(evaluator: ObjectiveEvaluator, supernet, build_pretrained: Callable[[dict], nn.Module],
+                      k: int, seed: int) -> SearchResult:
+    """The pretrained model converted to the all-analog mapping, untrained; one evaluation."""
+    mapping = supernet.uniform_mapping("analog")
+    evaluator.evaluate(mapping, build=lambda: build_pretrained(mapping))
+    result = finish("analog_straight", evaluator, k, seed)
+    result.sources = {e.key: PRETRAINED for e in result.selected}
+    return result
+
+
+def hwa_baseline(evaluator: ObjectiveEvaluator, supernet, build_pretrained: Callable[[dict], nn.Module],
+                 train: Callable[[nn.Module], dict], k: int, seed: int) -> SearchResult:
+    """The straight conversion after hardware-aware training (``train``); one evaluation."""
+    mapping = supernet.uniform_mapping("analog")
+    model = build_pretrained(mapping)
+    stats = train(model)
+    evaluator.evaluate(mapping, build=lambda: model)
+    result = finish("analog_hwa", evaluator, k, seed, **stats)
+    result.trained = {e.key: model for e in result.selected}
+    return result
 
 
 # --------------------------------------------------------------------------- greedy

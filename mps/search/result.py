@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
+from torch import nn
+
 from mps.pareto import select_pareto_subset
 from mps.search.objectives import Evaluation, ObjectiveEvaluator
 
@@ -25,6 +27,10 @@ class SearchResult:
     evaluations_used: int
     seconds: float = 0.0
     details: dict[str, Any] = field(default_factory=dict)
+    # mapping key -> the network the method trained for it (written beside the mapping file)
+    trained: dict[str, nn.Module] = field(default_factory=dict)
+    # mapping key -> mapping-file ``source`` for mappings not taken from the supernet ("pretrained")
+    sources: dict[str, str] = field(default_factory=dict)
 
 
 def select_nondominated(evaluator: ObjectiveEvaluator, evaluations: Sequence[Evaluation], k: int,

@@ -10,8 +10,12 @@ built with).
 
 * A mapping whose layers are all ``fp32`` is the FP32 baseline.  The supernet holds no fp32
   operator, so it is realised from the pretrained model instead; its BatchNorm statistics
-  are its own, so it is not recalibrated.  Every other mapping is extracted from the
-  supernet and its BN statistics re-estimated (the supernet's shared BN fits no single path).
+  are its own, so it is not recalibrated.  A mapping whose ``source`` is ``pretrained`` (the
+  straight conversion) is realised from the pretrained model too, one whose source is a
+  ``.pt`` file beside it (the full-analog HWA baseline, retraining methods) is that trained
+  network; every other mapping is extracted from the supernet.  All but the FP32 baseline
+  have their BN statistics re-estimated (the supernet's shared BN fits no single path, and
+  an analog network's statistics shift with its noise).
 * Resumable: after each mapping its rows go into ``evaluate-partial.json`` in the work
   folder (rewritten atomically); a rerun skips mappings already there when the inputs'
   digest and the mapping file's checksum still match, and the folder is cleared at the end.
@@ -49,6 +53,7 @@ from mps.runtime import progress
 from mps.stages.common import eval_set, load_supernet_inputs
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import MappingFile, check_layers, extract, load_mapping, realize
+from mps.supernet.extract import load_deployed
 from mps.supernet.analog import analog_layers
 from mps.supernet.mapping import MappingError
 from mps.tracking import Tracker
@@ -112,7 +117,14 @@ def load_candidates(mappings_dir: Path, model_id: str, allowed: dict[str, list[s
             raise MappingError(f"{path}: mapping name {mapping.name!r} is also used by {seen[mapping.name].name}; "
                                "fix: give each mapping file a unique name")
         seen[mapping.name] = path
-        out.append(Candidate(path, mapping, sha256_file(path)))
+        checksum = sha256_file(path)
+        if mapping.weights_file is not None:
+            weights = path.parent / mapping.weights_file
+            if not weights.is_file():
+                raise MappingError(f"{path}: its trained network {weights.name} is missing; "
+                                   "fix: rerun 'mps search' (it writes both)")
+            checksum += sha256_file(weights)
+        out.append(Candidate(path, mapping, checksum))
     return out
 
 
@@ -245,8 +257,10 @@ def inputs_key(params: Params, supernet_path: Path, pretrained_path: Path, data_
 
 # --------------------------------------------------------------------------- one mapping
 def build_model(candidate: Candidate, supernet, pretrained_path: Path, profile) -> nn.Module:
-    """The standalone model of a mapping (FP32 baseline from the pretrained model)."""
-    if candidate.is_fp32_baseline:
+    """The standalone model of a mapping, from where its ``source`` says (see the module docstring)."""
+    if candidate.mapping.weights_file is not None:
+        return load_deployed(candidate.path.parent / candidate.mapping.weights_file)[0]
+    if candidate.mapping.from_pretrained:
         model, ckpt = load_pretrained(pretrained_path)
         return realize(model, candidate.mapping.layers, profile, tuple(ckpt["image_shape"])).eval()
     return extract(supernet, candidate.mapping.layers)

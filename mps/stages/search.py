@@ -35,22 +35,27 @@ import pandas as pd
 
 from mps.artifacts import (ArtifactError, atomic_directory, atomic_write_json, atomic_write_text, provenance,
                            read_json, sha256_file)
-from mps.config import Params, SearchConfig
+from mps.config import ConfigError, Params, SearchConfig
 from mps.cost_model import parse_hardware_profile
 from mps.pareto import (DEFAULT_REF, normalized_hypervolume, objective_senses, pareto_ranks, report_bounds,
                         to_minimization)
 from mps.runtime import seed_everything
-from mps.search.baselines import (FP32, fp32_baseline, fp32_mapping, greedy_search, nsga2_population, nsga2_search,
-                                  random_search, read_sensitivity, sensitivity_order, uniform_baseline)
+from mps.search.baselines import (FP32, fp32_baseline, fp32_mapping, greedy_search, hwa_baseline, nsga2_population,
+                                  nsga2_search, random_search, read_sensitivity, sensitivity_order, straight_baseline,
+                                  uniform_baseline)
 from mps.search.mps_search import mps_search
 from mps.search.objectives import Evaluation, ObjectiveEvaluator, cost_objectives
 from mps.search.result import SearchResult
 from mps.stages.common import eval_set, load_supernet_inputs
+from mps.data import black_fill
+from mps.hwa import finetune
 from mps.supernet import MappingFile, check_layers, realize
+from mps.supernet.extract import load_deployed, save_deployed
+from mps.training import adapt_steps
 from mps.supernet.adapted import WIDE
 from mps.tracking import Tracker
 
-SINGLE_MAPPING_METHODS = ("fp32", "int8", "analog")
+SINGLE_MAPPING_METHODS = ("fp32", "int8", "analog", "analog_straight", "analog_hwa")
 PARETO_COLUMNS = ["name", "method", "file", "accuracy", "analog_mac_ratio", "digital_size_mb", "energy_uj",
                   "latency_ms", "analog_tiles", "rank_in_method", "rank_overall"]
 STATE_SCHEMA = "mps-search-state/1"
@@ -64,8 +69,9 @@ class SearchContext:
     supernet: Any  # mps.supernet.Supernet
     cfg: SearchConfig
     seed: int
-    build_fp32: Callable[[], Any]  # realises the FP32 baseline from the pretrained model
+    build_pretrained: Callable[[dict], Any]  # realises a mapping from the pretrained model (FP32, straight)
     greedy_order: list[str] | None  # analog-capable layers, least sensitive first
+    train_hwa: Callable[[Any], dict] | None = None  # hardware-aware training of a realised model, in place
 
 
 def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
@@ -85,9 +91,13 @@ def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchCon
     if method == "mps":
         result = mps_search(sn, evaluator, cfg, seed)
     elif method == "fp32":
-        result = fp32_baseline(evaluator, sn, ctx.build_fp32, k, seed)
+        result = fp32_baseline(evaluator, sn, lambda: ctx.build_pretrained(fp32_mapping(sn)), k, seed)
     elif method in ("int8", "analog"):
         result = uniform_baseline(method, method, evaluator, sn, k, seed)
+    elif method == "analog_straight":
+        result = straight_baseline(evaluator, sn, ctx.build_pretrained, k, seed)
+    elif method == "analog_hwa":
+        result = hwa_baseline(evaluator, sn, ctx.build_pretrained, ctx.train_hwa, k, seed)
     elif method == "greedy":
         result = greedy_search(evaluator, sn, ctx.greedy_order or [], cfg.max_acc_drop, k, seed)
     elif method == "random":
@@ -116,22 +126,34 @@ def mapping_files(results: list[SearchResult], model_id: str, prov: dict[str, An
     files = []
     for result in results:
         for name, e in zip(mapping_names(result), result.selected):
+            source = f"{name}.pt" if e.key in result.trained else result.sources.get(e.key)
             files.append(MappingFile(model_id, name, result.method, dict(sorted(e.mapping.items())), _objectives(e), {
                 **prov, "search": {"drift_time": cfg.drift_time, "val_examples": cfg.val_examples,
                                    "budget": cfg.budget, "evaluations": result.evaluations_used,
-                                   "evaluation_index": e.index}}))
+                                   "evaluation_index": e.index}}, source))
     return files
 
 
+def trained_models(results: list[SearchResult]) -> dict[str, Any]:
+    """Mapping name -> the network its method trained for it (methods that retrain)."""
+    return {name: r.trained[e.key] for r in results for name, e in zip(mapping_names(r), r.selected)
+            if e.key in r.trained}
+
+
 def write_mapping_folder(folder: Path, files: list[MappingFile], allowed: dict[str, list[str]],
-                         ties: dict[str, str] | None = None) -> None:
-    """Check every mapping against the model, then write the folder atomically."""
+                         ties: dict[str, str] | None = None, models: dict[str, Any] | None = None,
+                         save_model: Callable[[Path, Any, MappingFile], Any] | None = None) -> None:
+    """Check every mapping against the model, then write the folder atomically (with the
+    trained network of each mapping that has one, as ``<name>.pt``)."""
+    models = models or {}
     for f in files:
         ops = {n: None for n in allowed} if f.method == FP32 else allowed
         check_layers(f.layers, ops, f.model_id, source=f"mapping {f.name}", ties=ties)
     with atomic_directory(folder) as tmp:
         for f in files:
             f.save(tmp / f"{f.name}.json")
+            if f.weights_file is not None:
+                save_model(tmp / f.weights_file, models[f.name], f)
 
 
 # --------------------------------------------------------------------------- tables
@@ -174,20 +196,29 @@ def pareto_table(results: list[SearchResult], objectives: list[str], senses: tup
 class SearchState:
     """Finished methods of an interrupted run, one JSON file each in the work folder."""
 
-    def __init__(self, work_dir: Path, key: str):
+    def __init__(self, work_dir: Path, key: str, save_model: Callable[[Path, Any, MappingFile], Any] | None = None,
+                 load_model: Callable[[Path], Any] | None = None):
         self.dir = Path(work_dir) / "search-state"
         self.key = key
+        self.save_model, self.load_model = save_model, load_model
 
     def _path(self, method: str) -> Path:
         return self.dir / f"{method}.json"
 
     def save(self, result: SearchResult) -> None:
+        trained = []
+        for i, e in enumerate(result.selected):
+            if e.key in result.trained:
+                name = f"{result.method}-trained-{i}.pt"
+                self.save_model(self.dir / name, result.trained[e.key],
+                                MappingFile("", name, result.method, dict(e.mapping)))
+                trained.append([e.key, name])
         atomic_write_json(self._path(result.method), {
             "schema": STATE_SCHEMA, "key": self.key, "method": result.method, "seconds": result.seconds,
             "evaluations_used": result.evaluations_used, "details": result.details,
             "evaluations": [{"mapping": e.mapping, "objectives": e.objectives, "index": e.index}
                             for e in result.evaluations],
-            "selected": [e.key for e in result.selected]})
+            "selected": [e.key for e in result.selected], "sources": result.sources, "trained": trained})
 
     def load(self, method: str, evaluator: ObjectiveEvaluator) -> SearchResult | None:
         path = self._path(method)
@@ -206,8 +237,13 @@ class SearchState:
             evals.append(Evaluation(dict(item["mapping"]), dict(item["objectives"]), costs, int(item["index"])))
         by_key = {e.key: e for e in evals}
         selected = [by_key[k] for k in raw["selected"]]
+        try:
+            trained = {k: self.load_model(self.dir / name) for k, name in raw.get("trained", [])}
+        except ArtifactError as exc:
+            print(f"search: warning: ignoring resume file of {method}: {exc}")
+            return None
         return SearchResult(method, evals, selected, int(raw["evaluations_used"]), float(raw["seconds"]),
-                            dict(raw["details"]))
+                            dict(raw["details"]), trained, dict(raw.get("sources") or {}))
 
     def clear(self) -> None:
         import shutil
@@ -222,7 +258,7 @@ def inputs_key(params: Params, paths: list[Path], data_fingerprint: str) -> str:
 
 
 # --------------------------------------------------------------------------- stage
-def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Path, sensitivity_path: Path,
+def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Path, sensitivity_path: Path | None,
         out_dir: Path, work_dir: Path, tracker: Tracker) -> dict:
     cfg = params.search
     methods = ["mps", *[m for m in cfg.baselines if m != "mps"]]
@@ -239,6 +275,9 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     greedy_order = None
     key_inputs = [supernet_path, pretrained_path]
     if "greedy" in methods:
+        if sensitivity_path is None:
+            raise ConfigError("search.baselines lists greedy, which needs the calibrate stage's table; "
+                              "fix: pass --sensitivity sensitivity.csv or drop greedy from search.baselines")
         table = read_sensitivity(sensitivity_path)
         greedy_order = sensitivity_order(table, supernet, cfg.drift_time, str(sensitivity_path))
         key_inputs.append(sensitivity_path)
@@ -248,18 +287,35 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     fp32_size = supernet.costs(fp32_mapping(supernet), profile).digital_size_mb
     shape = tuple(pre_ckpt["image_shape"])
 
-    def build_fp32():
+    def build_pretrained(mapping: dict) -> Any:
         from mps.stages.pretrain import load_pretrained  # noqa: PLC0415 - heavy import chain, stage-local
 
         model, _ = load_pretrained(pretrained_path)
-        return realize(model, fp32_mapping(supernet), profile, shape).eval()
+        return realize(model, mapping, profile, shape).eval()
+
+    def train_hwa(model: Any) -> dict:
+        """The adaptation's HWA recipe and step count, on a standalone network (mps.hwa)."""
+        a = params.adapt
+        steps = adapt_steps(params, len(splits.train[0]))
+        return finetune(model, *splits.train, steps, a.batch_size, a.lr, a.momentum, a.weight_decay, params.seed,
+                        params.device, a.augment, black_fill(splits.manifest), desc="search analog_hwa")
+
+    meta = {k: supernet.meta[k] for k in ("model_name", "model_id", "num_classes", "data_fingerprint",
+                                          "input_shape") if k in supernet.meta}
+    prov = provenance(params.digest(), seed=params.seed)
+
+    def save_model(path: Path, model: Any, mapping: MappingFile) -> None:
+        save_deployed(path, model, mapping, meta, profile, prov)
+
+    def load_model(path: Path) -> Any:
+        return load_deployed(path)[0]
 
     tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
                         "val_examples": len(data.x), "methods": ",".join(methods),
                         **{f"search.{k}": v for k, v in cfg.model_dump().items()}})
     seed_everything(params.seed)
-    ctx = SearchContext(supernet, cfg, params.seed, build_fp32, greedy_order)
-    state = SearchState(work_dir, inputs_key(params, key_inputs, fingerprint))
+    ctx = SearchContext(supernet, cfg, params.seed, build_pretrained, greedy_order, train_hwa)
+    state = SearchState(work_dir, inputs_key(params, key_inputs, fingerprint), save_model, load_model)
 
     def new_evaluator(method: str) -> ObjectiveEvaluator:
         return ObjectiveEvaluator(supernet, data, profile, cfg.objectives, cfg.drift_time, cfg.budget, params.seed,
@@ -283,7 +339,6 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     senses = objective_senses(objectives)
     written = [cost_objectives(e.costs) for r in results for e in r.selected]
     lower, upper, hv_info = hypervolume_setup(objectives, fp32_size, written)
-    prov = provenance(params.digest(), seed=params.seed)
     files = mapping_files(results, model_id, prov, cfg)
     summary: dict[str, Any] = {"model_id": model_id, "drift_time": cfg.drift_time, "budget": cfg.budget,
                                "objectives": objectives, "val_examples": len(data.x),
@@ -301,7 +356,8 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     table = pareto_table(results, objectives, senses)
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    write_mapping_folder(out_dir / "mappings", files, supernet.allowed, supernet.ties)
+    write_mapping_folder(out_dir / "mappings", files, supernet.allowed, supernet.ties, trained_models(results),
+                         save_model)
     atomic_write_text(out_dir / "pareto.csv", table.to_csv(index=False))
     atomic_write_json(out_dir / "search.json", summary)
     state.clear()

@@ -10,8 +10,16 @@ A mapping says, for one model, which operator runs each weight layer.  JSON, sch
       "method": "mps",                           # mps | greedy | random | nsga2 | fp32 | int8 | analog | ...
       "layers": {"conv1": "int8", "layer1.0.conv1": "analog", ...},
       "objectives": {"accuracy": 91.2, "analog_mac_ratio": 0.73, ...},   # as estimated by its method
-      "provenance": {"git_commit": ..., "params_digest": ..., "seed": ...}
+      "provenance": {"git_commit": ..., "params_digest": ..., "seed": ...},
+      "source": "analog_hwa.pt"                  # optional: where the weights come from (below)
     }
+
+``source`` says which weights realise the mapping: absent = the adapted supernet's operators
+(every MPS mapping, and the searches over the supernet); ``"pretrained"`` = the pretrained
+model converted as it is (FP32, straight conversion to analog); a file name = a deployed
+model beside the mapping file, trained by its method (the full-analog HWA baseline,
+LionHEART's retrained networks).  An all-``fp32`` mapping without ``source`` is the pretrained
+model, as before the field existed.
 
 Applying a mapping to a model whose layers do not match is an error naming the missing and
 the extra layers; an unknown operator or one the layer may not take names the layers too.
@@ -28,6 +36,7 @@ from mps.artifacts import atomic_write_json, read_json
 from mps.config import ConfigError
 
 SCHEMA = "mps-mapping/1"
+PRETRAINED = "pretrained"
 
 
 class MappingError(ConfigError):
@@ -42,10 +51,25 @@ class MappingFile:
     layers: dict[str, str]
     objectives: dict[str, float] = field(default_factory=dict)
     provenance: dict[str, Any] = field(default_factory=dict)
+    source: str | None = None  # None = supernet; "pretrained"; or a deployed model's file name
+
+    @property
+    def from_pretrained(self) -> bool:
+        """Realised from the pretrained checkpoint (FP32, straight conversion)."""
+        return self.source == PRETRAINED or (self.source is None and bool(self.layers)
+                                              and all(op == "fp32" for op in self.layers.values()))
+
+    @property
+    def weights_file(self) -> str | None:
+        """The deployed model file beside the mapping that holds this mapping's trained weights."""
+        return self.source if self.source not in (None, PRETRAINED) else None
 
     def to_json(self) -> dict[str, Any]:
-        return {"schema": SCHEMA, "model_id": self.model_id, "name": self.name, "method": self.method,
-                "layers": dict(self.layers), "objectives": dict(self.objectives), "provenance": dict(self.provenance)}
+        out = {"schema": SCHEMA, "model_id": self.model_id, "name": self.name, "method": self.method,
+               "layers": dict(self.layers), "objectives": dict(self.objectives), "provenance": dict(self.provenance)}
+        if self.source is not None:
+            out["source"] = self.source
+        return out
 
     def save(self, path: str | Path) -> Path:
         return atomic_write_json(path, self.to_json())
@@ -102,8 +126,13 @@ def load_mapping(path: str | Path, model_id: str | None = None,
             raise MappingError(f"{path}: mapping file lacks {key!r}; fix: rewrite it with 'mps search'")
     if not isinstance(raw["layers"], dict) or not all(isinstance(v, str) for v in raw["layers"].values()):
         raise MappingError(f"{path}: 'layers' must map layer names to operator names")
+    source = raw.get("source")
+    if source is not None and (not isinstance(source, str) or (source != PRETRAINED and (
+            "/" in source or "\\" in source or not source.endswith(".pt")))):
+        raise MappingError(f"{path}: 'source' must be {PRETRAINED!r} or the name of a .pt file beside the mapping "
+                           f"(got {source!r}); fix: rewrite it with 'mps search'")
     mapping = MappingFile(raw["model_id"], raw["name"], raw["method"], dict(raw["layers"]),
-                          dict(raw.get("objectives") or {}), dict(raw.get("provenance") or {}))
+                          dict(raw.get("objectives") or {}), dict(raw.get("provenance") or {}), source)
     if model_id is not None and mapping.model_id != model_id:
         raise MappingError(f"{path}: mapping is for model {mapping.model_id!r}, not {model_id!r}; "
                            "fix: use a mapping searched for this model")
