@@ -139,11 +139,26 @@ class AdaptConfig(_Section):
     augment: bool = False  # random crop + flip, as in pretraining
     # weight of distillation from the pretrained model in each path's loss (0 = cross-entropy only)
     distillation: float = Field(default=0.0, ge=0, le=1)
+    # fairness paths: 1 = FairNAS strict (random contexts); < 1 = paths aligned by operator kind
+    # (all-analog, all-int8, ...) with this fraction of the layers in random order (mps.stages.adapt.fair_paths)
+    context_mixing: float = Field(default=1.0, ge=0, le=1)
+    # ablation switches (the paper's ablation study; `snakemake ablation`):
+    fairness: bool = True  # false: one uniformly random path per step instead of the fair paths
+    qat: bool = True       # false: the int8 operators keep the pretrained weights (post-training quantization)
+    # analog noise during phase 2: none (no HWA) | uniform (one ramp for all layers) |
+    # noise_scaled (per-layer ramp, sensitive layers slower: noise_ramp.sensitivity_slowdown)
+    hwa: Literal["none", "uniform", "noise_scaled"] = "noise_scaled"
     noise_ramp: NoiseRampConfig = Field(default_factory=NoiseRampConfig)
     # evidence logged at the end: adapted vs pretrained sub-networks on the test split
     evidence_examples: int | None = Field(default=5000, gt=0)
-    evidence_repeats: int = Field(default=2, gt=0)
-    evidence_drift_time: float = Field(default=86400.0, gt=0)
+    evidence_repeats: int = Field(default=3, gt=0)
+    # drift times of the evidence (the first one is the headline analog_gain_points)
+    evidence_drift_times: list[float] = Field(default_factory=lambda: [86400.0, 31536000.0])
+
+    @field_validator("evidence_drift_times")
+    @classmethod
+    def _positive_times(cls, v: list[float]) -> list[float]:
+        return list(dict.fromkeys(_check_drift_times_in_order(v)))
 
     @model_validator(mode="after")
     def _some_training(self) -> "AdaptConfig":
@@ -194,6 +209,12 @@ class EvaluateConfig(_Section):
         return self
 
 
+def _check_drift_times_in_order(v: list[float]) -> list[float]:
+    """Like :func:`_check_drift_times` but keeps the given order (the first time is the headline)."""
+    _check_drift_times(list(v))
+    return list(v)
+
+
 def _check_drift_times(v: list[float]) -> list[float]:
     if not v:
         raise ValueError("no drift times; fix: list at least one time in seconds (e.g. 86400 for 1 day)")
@@ -216,8 +237,10 @@ class SearchConfig(_Section):
     )
     val_examples: int | None = Field(default=2000, gt=0)
     max_acc_drop: float = Field(default=1.0, ge=0)
-    baselines: list[Literal["fp32", "int8", "analog", "greedy", "random", "nsga2"]] = Field(
-        default_factory=lambda: ["fp32", "int8", "analog", "greedy", "random", "nsga2"]
+    baselines: list[Literal["fp32", "int8", "analog", "analog_straight", "analog_hwa", "greedy", "random",
+                            "nsga2"]] = Field(
+        default_factory=lambda: ["fp32", "int8", "analog", "analog_straight", "analog_hwa", "greedy", "random",
+                                 "nsga2"]
     )
     # training batches (of 128) that re-estimate a sub-network's BN statistics before it is scored; 0 = none
     bn_recalibration_batches: int = Field(default=8, ge=0)
@@ -247,6 +270,45 @@ class MlflowConfig(_Section):
     experiment: str = Field(default="mps", min_length=1)
 
 
+def _default_variants() -> dict[str, dict[str, Any]]:
+    # the paper's ablation (ResNet20: 81.9 -> 84.5 -> 87.3 -> 88.7 -> 90.8), plus fairness sampling off
+    return {"no_qat_no_hwa": {"qat": False, "hwa": "none"}, "qat": {"hwa": "none"},
+            "qat_uniform_hwa": {"hwa": "uniform"}, "noise_scaled_hwa": {"qat": False},
+            "mps": {}, "no_fairness": {"fairness": False}}
+
+
+class AblationConfig(_Section):
+    """`snakemake ablation`: adaptation variants (overrides of adapt.* keys), each adapted from
+    the same pretrained model with every seed, then searched and evaluated (mps.stages.ablation)."""
+
+    seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    variants: dict[str, dict[str, Any]] = Field(default_factory=_default_variants, min_length=1)
+    min_analog_mac_percent: float = Field(default=70.0, ge=0, le=100)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, v: list[int]) -> list[int]:
+        if len(set(v)) != len(v) or any(s < 0 for s in v):
+            raise ValueError("seeds must be distinct non-negative integers; fix: e.g. [0, 1, 2]")
+        return v
+
+    @field_validator("variants")
+    @classmethod
+    def _valid_variants(cls, v: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        for name, overrides in v.items():
+            if not isinstance(name, str) or not name.replace("_", "").replace("-", "").isalnum():
+                raise ValueError(f"variant name {name!r} must be letters, digits, '_' or '-'; fix: rename it")
+            if not isinstance(overrides, dict):
+                raise ValueError(f"variant {name}: overrides must be a mapping of adapt keys; fix: e.g. {{qat: false}}")
+            try:
+                AdaptConfig(**overrides)
+            except ValidationError as err:
+                first = err.errors()[0]
+                key = ".".join(str(p) for p in first["loc"])
+                raise ValueError(f"variant {name}: adapt.{key}: {first['msg']}; fix: use adapt's keys and values") from None
+        return v
+
+
 class SweepConfig(_Section):
     """Grid run by Snakemake; empty lists mean 'just the scalar value above'."""
 
@@ -273,6 +335,7 @@ class Params(_Section):
     report: ReportConfig = Field(default_factory=ReportConfig)
     mlflow: MlflowConfig = Field(default_factory=MlflowConfig)
     sweep: SweepConfig = Field(default_factory=SweepConfig)
+    ablation: AblationConfig = Field(default_factory=AblationConfig)
 
     def digest(self) -> str:
         """Stable hash of the validated params: recorded in every artifact."""

@@ -122,8 +122,11 @@ def test_adapt_stage_on_tiny_profile(tmp_path, tiny_data, tiny_pretrained):
     saved = json.loads((tmp_path / "adapt" / "metrics.json").read_text())
     assert saved == metrics
     for key in ("adapted_analog.accuracy_drift", "pretrained_analog.accuracy_drift", "adapted_int8.accuracy",
-                "adapted_fp16.accuracy", "pretrained.accuracy", "fairness_seconds", "noise_seconds"):
+                "adapted_fp16.accuracy", "pretrained.accuracy", "fairness_seconds", "noise_seconds",
+                "adapted_analog.accuracy_1d", "adapted_analog.accuracy_1y_std", "pretrained_analog.accuracy_1y",
+                "analog_gain_points_1d", "analog_gain_points_1y"):
         assert key in metrics
+    assert metrics["analog_gain_points"] == metrics["analog_gain_points_1d"]
     assert not (tmp_path / "work").exists(), "resume state is cleared after success"
     supernet, ckpt = load_supernet(tmp_path / "adapt" / "supernet.pt")
     assert ckpt["sensitivity_probe"] and set(ckpt["sensitivity_probe"]) == set(analog_choice_layers(supernet))
@@ -133,3 +136,48 @@ def test_adapt_stage_on_tiny_profile(tmp_path, tiny_data, tiny_pretrained):
     assert bn
     for n, p in bn.items():
         assert torch.equal(p.detach(), pretrained[n.removeprefix("model.")]), n
+
+
+def test_aligned_paths_train_each_operator_in_a_context_of_its_kind():
+    """context_mixing 0: path i is the uniform network of the i-th weighted operator; skip (no
+    weights) has no path of its own; every weighted operator is still trained once per step."""
+    allowed = {"a": ["analog", "int8", "fp16", "skip"], "b": ["analog", "int8", "fp16"], "c": ["int8", "fp16"]}
+    for seed in range(10):
+        paths, counts = fair_paths(allowed, torch.Generator().manual_seed(seed), mixing=0.0)
+        assert [p["a"] for p in paths] == ["analog", "int8", "fp16"]
+        assert [p["b"] for p in paths] == ["analog", "int8", "fp16"]
+        assert paths[1]["c"] == "int8" and paths[2]["c"] == "fp16" and paths[0]["c"] in ("int8", "fp16")
+        assert counts["a"] == {"analog": 1, "int8": 1, "fp16": 1, "skip": 0}
+        assert all(n >= 1 for n in counts["c"].values())
+
+
+def test_context_mixing_puts_that_share_of_layers_in_random_order():
+    allowed = {f"l{i}": ["analog", "int8", "fp16", "skip"] for i in range(40)}
+    mixed = 0
+    for seed in range(10):
+        paths, _ = fair_paths(allowed, torch.Generator().manual_seed(seed), mixing=0.25)
+        mixed += sum(1 for n in allowed if [p[n] for p in paths] != ["analog", "int8", "fp16"])
+    share = mixed / 400
+    assert 0.12 < share < 0.3  # 25 % drawn, a few of which land in the aligned order by chance
+    strict, _ = fair_paths(allowed, torch.Generator().manual_seed(0), mixing=1.0)
+    assert len(strict) == 4  # strict fairness: K = 4 operators, skip included
+
+
+def test_random_path_is_one_valid_mapping(tiny_supernet):
+    from mps.stages.adapt import random_path
+
+    supernet, _ = load_supernet(tiny_supernet)
+    paths, counts = random_path(supernet, torch.Generator().manual_seed(3))
+    assert len(paths) == 1
+    supernet.set_mapping(paths[0])  # valid
+    for name, per_op in counts.items():
+        assert sum(per_op.values()) == 1 and per_op[paths[0][name]] == 1
+
+
+def test_without_qat_the_int8_operators_are_not_trained(tiny_supernet):
+    supernet, _ = load_supernet(tiny_supernet)
+    frozen = {id(p) for l in supernet.choice_layers().values() if "int8" in l.ops for p in l.ops["int8"].parameters()}
+    assert frozen
+    assert not frozen & {id(p) for p in supernet.operator_parameters({"int8"})}
+    assert not frozen & {id(p) for p in supernet.weight_parameters({"int8"})}
+    assert frozen <= {id(p) for p in supernet.operator_parameters()}

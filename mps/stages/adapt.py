@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from mps import data as mdata
 from mps.artifacts import ArtifactError, atomic_write_json, provenance
 from mps.config import Params
-from mps.evaluation import accuracy_at
+from mps.evaluation import accuracy_at, drift_accuracy_grid
 from mps.noise_schedule import normalised_sensitivity, ramp_fraction, ramp_step_at
 from mps.runtime import progress, resolve_device, seed_everything
 from mps.stages.common import Splits, eval_set, hardware_profile, load_splits
@@ -42,29 +42,53 @@ from mps.supernet import Supernet, convert_to_supernet, extract, realize, save_s
 from mps.supernet.adapted import WIDE
 from mps.supernet.analog import clip_analog, set_training_noise
 from mps.tracking import Tracker
+from mps.units import drift_label
 from mps.training import (EpochCheckpointer, check_finite, epoch_generator, iterate_batches, sgd,
                           steps_per_epoch)
 
 PROBE_EXAMPLES = 512
+PARAMETER_FREE = frozenset({"skip"})  # operators without weights: nothing to train, no path of their own
 
 
 # --------------------------------------------------------------------------- fair sampling
 def fair_paths(allowed: dict[str, list[str]], generator: torch.Generator,
-               ties: dict[str, str] | None = None) -> tuple[list[dict[str, str]], dict[str, dict[str, int]]]:
-    """K single-path mappings covering every operator of every layer; plus use counts.
+               ties: dict[str, str] | None = None,
+               mixing: float = 1.0) -> tuple[list[dict[str, str]], dict[str, dict[str, int]]]:
+    """The single-path mappings of one fairness step, covering the operators of every layer;
+    plus how often each operator is used.
+
+    ``mixing = 1`` is FairNAS's strict fairness: K = max(#operators of a layer) paths, each
+    layer's column a random permutation of its operators (padded with random repeats), so
+    every operator of every layer is trained exactly once per step, in random contexts.
+
+    ``mixing < 1`` aligns the paths: path i runs the i-th trained operator kind (the operators
+    with weights, in order of first appearance: analog, int8, fp16, ...) in every layer that
+    has it (a layer without it takes one of its own weighted operators at random), so each
+    operator is trained in a context of its own kind - the all-analog path is hardware-aware
+    training of the whole network, the all-int8 path is QAT.  Still every weighted operator
+    of every layer is trained once per step.  A fraction ``mixing`` of the layers, drawn per
+    step, take a random column instead (all their operators, ``skip`` included, in random
+    order), so the operators also learn to work next to other kinds.
 
     ``ties`` (consumer -> producer, MPAAS pairs): the consumer's ``analog_wide`` is put in the
     path where its producer's is, its other operators are spread over the other paths, so
     every path is a valid mapping and fairness holds for both layers.
     """
-    k = max(len(ops) for ops in allowed.values())
     ties = ties or {}
+    kinds = list(dict.fromkeys(op for ops in allowed.values() for op in ops if op not in PARAMETER_FREE))
+    k = max(len(ops) for ops in allowed.values()) if mixing >= 1.0 else max(1, len(kinds))
     columns: dict[str, list[str]] = {}
     counts: dict[str, dict[str, int]] = {}
     for name, ops in allowed.items():
-        perm = [ops[i] for i in torch.randperm(len(ops), generator=generator).tolist()]
-        extra = [ops[int(i)] for i in torch.randint(len(ops), (k - len(ops),), generator=generator)]
-        col = perm + extra
+        mixed = mixing >= 1.0 or float(torch.rand((), generator=generator)) < mixing
+        if mixed:
+            perm = [ops[i] for i in torch.randperm(len(ops), generator=generator).tolist()]
+            extra = [ops[int(i)] for i in torch.randint(len(ops), (max(0, k - len(ops)),), generator=generator)]
+            col = (perm + extra)[:k]
+        else:
+            weighted = [op for op in ops if op not in PARAMETER_FREE] or list(ops)
+            col = [kind if kind in ops else weighted[int(torch.randint(len(weighted), (1,), generator=generator))]
+                   for kind in kinds]
         if name in ties:
             col = _follow_producer(col, columns[ties[name]])
         columns[name] = col
@@ -109,11 +133,20 @@ def path_loss(logits: torch.Tensor, yb: torch.Tensor, teacher: torch.Tensor | No
     return (1 - weight) * loss + weight * kd
 
 
+def random_path(supernet: Supernet, generator: torch.Generator) -> tuple[list[dict[str, str]], dict[str, dict[str, int]]]:
+    """One uniformly random single path (the ablation without fairness sampling)."""
+    mapping = supernet.sample_mapping(generator)
+    return [mapping], {name: {op: int(op == mapping[name]) for op in ops} for name, ops in supernet.allowed.items()}
+
+
 def fair_step(supernet: Supernet, xb: torch.Tensor, yb: torch.Tensor, optimizer: torch.optim.Optimizer,
               generator: torch.Generator, where: str, teacher: torch.Tensor | None = None,
-              distill_weight: float = 0.0) -> tuple[float, dict[str, dict[str, int]]]:
-    """One strict-fairness step: K paths, accumulated gradients, one update."""
-    paths, counts = fair_paths(supernet.allowed, generator, supernet.ties)
+              distill_weight: float = 0.0, mixing: float = 1.0,
+              fairness: bool = True) -> tuple[float, dict[str, dict[str, int]]]:
+    """One fairness step: the paths of :func:`fair_paths` (one random path without
+    ``fairness``), accumulated gradients, one update."""
+    paths, counts = (fair_paths(supernet.allowed, generator, supernet.ties, mixing) if fairness
+                     else random_path(supernet, generator))
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for mapping in paths:
@@ -153,30 +186,42 @@ def sensitivity_probe(supernet: Supernet, splits: Splits, seed: int, device: str
 
 # --------------------------------------------------------------------------- evidence
 def evidence(supernet: Supernet, pretrained_path: Path, splits: Splits, params: Params, profile) -> dict[str, float]:
-    """Accuracy of the adapted sub-networks against the pretrained model (test split)."""
+    """Accuracy of the adapted sub-networks against the pretrained model (test split).
+
+    At each of ``adapt.evidence_drift_times`` (labelled ``1d``, ``1y``, ...): the pretrained
+    model converted straight to analog and the supernet's all-analog path, each programmed
+    ``evidence_repeats`` times; the FP32, INT8 and FP16 figures are drift-free.  The unlabelled
+    ``*.accuracy_drift`` / ``analog_gain_points`` keys are at the first time.
+    """
     cfg = params.adapt
     data = eval_set(splits, "test", cfg.evidence_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
                     device=params.device)
-    t = cfg.evidence_drift_time
+    times = [float(t) for t in cfg.evidence_drift_times]
     fp32_model, ckpt = load_pretrained(pretrained_path)
     shape = tuple(ckpt["image_shape"])
     out: dict[str, float] = {}
-    fp32_acc, _ = accuracy_at(fp32_model, data, t, 1, params.seed)
+    fp32_acc, _ = accuracy_at(fp32_model, data, times[0], 1, params.seed)
     out["pretrained.accuracy"] = fp32_acc
-    straight_mapping = {n: "analog" if "analog" in ops else "fp32" for n, ops in supernet.allowed.items()}
-    straight = realize(load_pretrained(pretrained_path)[0], straight_mapping, profile, shape)
-    out["pretrained_analog.accuracy_drift"], out["pretrained_analog.accuracy_drift_std"] = accuracy_at(
-        straight, data, t, cfg.evidence_repeats, params.seed)
-    for op in ("analog", "int8", "fp16"):
-        mapping = supernet.uniform_mapping(op)
-        repeats = cfg.evidence_repeats if op == "analog" else 1
-        mean, std = accuracy_at(extract(supernet, mapping), data, t, repeats, params.seed)
-        out[f"adapted_{op}.accuracy_drift" if op == "analog" else f"adapted_{op}.accuracy"] = mean
-        if op == "analog":
-            out["adapted_analog.accuracy_drift_std"] = std
-    out["analog_gain_points"] = out["adapted_analog.accuracy_drift"] - out["pretrained_analog.accuracy_drift"]
-    out["int8_drop_points"] = fp32_acc - out["adapted_int8.accuracy"]
-    out["fp16_drop_points"] = fp32_acc - out["adapted_fp16.accuracy"]
+    analog = supernet.uniform_mapping("analog")
+    grids = {"pretrained_analog": drift_accuracy_grid(realize(load_pretrained(pretrained_path)[0], analog, profile, shape),
+                                                      data, times, cfg.evidence_repeats, params.seed),
+             "adapted_analog": drift_accuracy_grid(extract(supernet, analog), data, times, cfg.evidence_repeats,
+                                                   params.seed)}
+    for name, grid in grids.items():
+        for j, t in enumerate(times):
+            out[f"{name}.accuracy_{drift_label(t)}"] = float(grid[:, j].mean())
+            out[f"{name}.accuracy_{drift_label(t)}_std"] = float(grid[:, j].std())
+        out[f"{name}.accuracy_drift"] = float(grid[:, 0].mean())
+        out[f"{name}.accuracy_drift_std"] = float(grid[:, 0].std())
+    for j, t in enumerate(times):
+        label = drift_label(t)
+        out[f"analog_gain_points_{label}"] = (out[f"adapted_analog.accuracy_{label}"]
+                                              - out[f"pretrained_analog.accuracy_{label}"])
+    out["analog_gain_points"] = out[f"analog_gain_points_{drift_label(times[0])}"]
+    for op in ("int8", "fp16"):
+        out[f"adapted_{op}.accuracy"], _ = accuracy_at(extract(supernet, supernet.uniform_mapping(op)), data,
+                                                      times[0], 1, params.seed)
+        out[f"{op}_drop_points"] = fp32_acc - out[f"adapted_{op}.accuracy"]
     return {k: round(float(v), 4) for k, v in out.items()}
 
 
@@ -204,7 +249,8 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
     n_steps = steps_per_epoch(len(x_train), cfg.batch_size, cfg.max_steps_per_epoch)
     epochs = [("fairness", e) for e in range(cfg.fairness_epochs)] + [("noise", e) for e in range(cfg.noise_epochs)]
     teacher = load_pretrained(pretrained_path)[0].to(device).eval() if cfg.distillation > 0 else None
-    trained = supernet.weight_parameters() if cfg.train_shared else supernet.operator_parameters()
+    frozen = set() if cfg.qat else {"int8"}  # without QAT the int8 path is post-training quantized
+    trained = supernet.weight_parameters(frozen) if cfg.train_shared else supernet.operator_parameters(frozen)
     optimizer = sgd(trained, cfg.lr, cfg.momentum, cfg.weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, len(epochs) * n_steps))
 
@@ -230,23 +276,24 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
         t0 = time.perf_counter()
         gen = epoch_generator(params.seed, index, salt=17)
         torch.manual_seed(params.seed * 1000 + index)
-        if phase == "fairness":
+        if phase == "fairness" or cfg.hwa == "none":
             # phase 1 trains every path fairly without HWA noise; phase 2 ramps it up
             apply_noise_fraction(supernet, {n: 0.0 for n in analog_choice_layers(supernet)}, profile)
-        elif sensitivity is None:
+        elif sensitivity is None and cfg.hwa == "noise_scaled":
             sensitivity = sensitivity_probe(supernet, splits, params.seed, params.device)
             tracker.log_metrics({f"probe_drop.{n}": v for n, v in sensitivity.items()})
-        z = normalised_sensitivity(sensitivity or {})
+        # uniform HWA: every layer on the linear ramp (z = 0); noise-scaled: by probed sensitivity
+        z = normalised_sensitivity(sensitivity or {}) if cfg.hwa == "noise_scaled" else {}
         supernet.train()
         losses = []
         batches = iterate_batches(len(x_train), cfg.batch_size, gen, drop_last=True)
         for step, idx in enumerate(progress(batches, f"adapt {phase} epoch {epoch + 1}", total=n_steps)):
             if step >= n_steps:
                 break
-            if phase == "noise":
+            if phase == "noise" and cfg.hwa != "none":
                 global_step = epoch * n_steps + step
                 rs = ramp_step_at(global_step, noise_total, cfg.noise_ramp)
-                apply_noise_fraction(supernet, {n: ramp_fraction(rs, cfg.noise_ramp, z.get(n, 1.0))
+                apply_noise_fraction(supernet, {n: ramp_fraction(rs, cfg.noise_ramp, z.get(n, 0.0))
                                                 for n in analog_choice_layers(supernet)}, profile)
             xb = x_train[idx]
             if cfg.augment:
@@ -257,7 +304,8 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
                 with torch.no_grad():
                     soft = teacher(xb)
             loss, _ = fair_step(supernet, xb, y_train[idx].to(device), optimizer, gen,
-                                f"adapt {phase} epoch {epoch + 1}", soft, cfg.distillation)
+                                f"adapt {phase} epoch {epoch + 1}", soft, cfg.distillation, cfg.context_mixing,
+                                cfg.fairness)
             scheduler.step()
             losses.append(loss)
         wall[phase] += time.perf_counter() - t0

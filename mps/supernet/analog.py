@@ -113,6 +113,31 @@ def drift_analog(model: nn.Module, t_seconds: float) -> None:
         layer.drift_analog_weights(float(t_seconds))
 
 
+@torch.no_grad()
+def equalize_analog_gradients(model: nn.Module) -> None:
+    """Give analog layers the learning rate of digital ones; call between backward and step.
+
+    aihwkit's tile stores each output channel's weights divided by that channel's scale
+    (``weight_scaling_omega`` with ``weight_scaling_columnwise``: the largest weight of every
+    channel sits at the full conductance range), and multiplies the scale back in digital
+    after the MVM.  So the gradient reaching the stored weights is scale x that of the
+    effective weights, and an SGD step moves the effective weights scale**2 times as far as
+    it moves a digital layer's: with ResNet8's scales of about 0.1-0.5, 4-100 times less.  At
+    the few hundred steps of an adaptation the analog layers would hardly learn (measured:
+    120 steps at lr 0.002 left the all-analog accuracy where it was).  Dividing the stored
+    weights' gradients by scale**2 makes an analog step move the effective weights exactly as
+    a digital step of the same learning rate would; weight decay, applied by the optimizer
+    to the stored weights, keeps its digital meaning too.
+    """
+    for layer in analog_layers(model):
+        for tile in layer.analog_tiles():
+            weight = tile.tile.weight
+            scales = tile.get_scales()
+            if weight.grad is None or scales is None:
+                continue
+            weight.grad.div_(scales.detach().view(-1, 1).clamp_min(1e-6) ** 2)
+
+
 def clip_analog(model: nn.Module) -> None:
     """Weight clipping after an optimizer step (aihwkit's post-update step)."""
     for layer in analog_layers(model):

@@ -200,19 +200,28 @@ class Supernet(nn.Module):
     def alpha_parameters(self) -> list[nn.Parameter]:
         return [layer.alphas for layer in self.choice_layers().values()]
 
-    def weight_parameters(self) -> Iterable[nn.Parameter]:
+    def weight_parameters(self, frozen_ops: Iterable[str] = ()) -> Iterable[nn.Parameter]:
         """Trainable weights: not the alphas, and not aihwkit's ``analog_ctx`` placeholders (the
-        torch tile's real weight is its own parameter, trained by plain autograd)."""
-        alpha_ids = {id(p) for p in self.alpha_parameters()}
-        return (p for n, p in self.named_parameters() if id(p) not in alpha_ids and not n.endswith("analog_ctx"))
+        torch tile's real weight is its own parameter, trained by plain autograd); nor the
+        weights of the operators named in ``frozen_ops``."""
+        skip = {id(p) for p in self.alpha_parameters()} | {id(p) for p in self._op_params(frozen_ops)}
+        return (p for n, p in self.named_parameters() if id(p) not in skip and not n.endswith("analog_ctx"))
 
-    def operator_parameters(self) -> Iterable[nn.Parameter]:
+    def operator_parameters(self, frozen_ops: Iterable[str] = ()) -> Iterable[nn.Parameter]:
         """Weights held by the operators of the choice layers (not the layers shared by all paths,
-        such as BatchNorm, and not the alphas)."""
+        such as BatchNorm, and not the alphas), except those of the operators in ``frozen_ops``."""
+        frozen = set(frozen_ops)
         for layer in self.choice_layers().values():
-            for n, p in layer.ops.named_parameters():
-                if not n.endswith("analog_ctx"):
-                    yield p
+            for op, module in layer.ops.items():
+                if op not in frozen:
+                    yield from (p for n, p in module.named_parameters() if not n.endswith("analog_ctx"))
+
+    def _op_params(self, ops: Iterable[str]) -> Iterator[nn.Parameter]:
+        wanted = set(ops)
+        for layer in self.choice_layers().values():
+            for op, module in layer.ops.items():
+                if op in wanted:
+                    yield from module.parameters()
 
     # ---- sub-networks
     def set_mapping(self, mapping: Mapping[str, str]) -> None:

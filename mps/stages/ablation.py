@@ -1,0 +1,127 @@
+"""Stage ``ablation``: the paper's ablation study, one row per adaptation variant.
+
+Each variant is the default adaptation with some of its components switched off
+(``ablation.variants`` in params: overrides of ``adapt.*`` keys, e.g. ``{qat: false, hwa:
+none}``), adapted from the *same* pretrained model with each of ``ablation.seeds``, then
+searched and evaluated like the main run (``snakemake ablation`` runs the grid).  This stage
+reads the grid's outputs and writes, per variant, mean and std over seeds of:
+
+* the supernet's all-analog path at the reference drift time and at the last drift time
+  (``analog`` mapping of the evaluate stage);
+* its INT8 path (``int8`` mapping);
+* the best MPS mapping with at least ``ablation.min_analog_mac_percent`` of its MACs on
+  analog tiles, at the reference time (NaN when the set has none);
+* the hypervolume of the MPS set (search stage, same reference point in every run).
+
+Outputs: ``ablation.csv`` (one row per variant x seed), ``ablation.md`` (mean ± std table) and
+``ablation.png``.  Run folders are ``<root>/<variant>/r<seed>/{search,evaluate}``.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from mps.artifacts import ArtifactError, atomic_write_text, read_json
+from mps.config import Params
+from mps.tracking import Tracker
+from mps.units import drift_label
+
+RUN_PATH = re.compile(r"(?P<variant>[^/]+)/r(?P<seed>\d+)/evaluate/results\.csv$")
+METRICS = ("analog_ref", "analog_last", "int8", "best_analog_mapping", "hypervolume")
+
+
+def _path_accuracy(drift: pd.DataFrame, mapping: str, time: float) -> float:
+    rows = drift[(drift["mapping"] == mapping) & np.isclose(drift["drift_time"], time)]
+    return float(rows["accuracy"].mean()) if len(rows) else float("nan")
+
+
+def read_run(results_csv: Path, min_analog: float, reference_time: float) -> dict[str, float | str | int]:
+    """The ablation metrics of one (variant, seed) run from its evaluate and search outputs."""
+    m = RUN_PATH.search(Path(results_csv).as_posix())
+    if m is None:
+        raise ArtifactError(f"{results_csv}: not a <variant>/r<seed>/evaluate/results.csv path; "
+                            "fix: pass the ablation runs' results.csv files")
+    evaluate_dir = Path(results_csv).parent
+    search_json = evaluate_dir.parent / "search" / "search.json"
+    for path in (results_csv, evaluate_dir / "drift.csv", search_json):
+        if not Path(path).is_file():
+            raise ArtifactError(f"{path}: not found; fix: run the ablation's search and evaluate first")
+    results = pd.read_csv(results_csv)
+    drift = pd.read_csv(evaluate_dir / "drift.csv")
+    last_time = float(drift["drift_time"].max())
+    mps_rows = results[(results["Method"] == "mps") & (results["Analog_MAC_Ratio_percent"] >= min_analog)]
+    summary = read_json(search_json, "search summary")
+    return {"variant": m["variant"], "seed": int(m["seed"]),
+            "analog_ref": _path_accuracy(drift, "analog", reference_time),
+            "analog_last": _path_accuracy(drift, "analog", last_time),
+            "int8": _path_accuracy(drift, "int8", reference_time),
+            "best_analog_mapping": float(mps_rows["Accuracy_mean"].max()) if len(mps_rows) else float("nan"),
+            "hypervolume": float(summary["methods"]["mps"]["hypervolume"]),
+            "last_time": last_time}
+
+
+def summarise(runs: pd.DataFrame, order: Sequence[str]) -> pd.DataFrame:
+    """Mean and std (over seeds) of every metric, variants in ``order``."""
+    grouped = runs.groupby("variant")
+    out = grouped[list(METRICS)].mean().join(grouped[list(METRICS)].std(ddof=0).add_suffix("_std"))
+    out.insert(0, "seeds", grouped.size())
+    known = [v for v in order if v in out.index] + sorted(v for v in out.index if v not in order)
+    return out.loc[known].reset_index()
+
+
+def ablation_plot(table: pd.DataFrame, path: Path, labels: dict[str, str]) -> Path:
+    from mps.plots import _save, plt  # noqa: PLC0415 - matplotlib only when plotting
+
+    fig, ax = plt.subplots(figsize=(8, 4))
+    x = np.arange(len(table))
+    width = 0.2
+    for i, (col, label) in enumerate(labels.items()):
+        ax.bar(x + (i - 1.5) * width, table[col], width, yerr=table[f"{col}_std"], label=label, capsize=2)
+    ax.set_xticks(x, table["variant"], rotation=20, ha="right")
+    ax.set_ylabel("test accuracy (%)")
+    finite = table[list(labels)].to_numpy(dtype=float)
+    finite = finite[np.isfinite(finite)]
+    if finite.size:
+        ax.set_ylim(max(0.0, finite.min() - 5), min(100.0, finite.max() + 2))
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title("Ablation of the adaptation (mean ± std over seeds)")
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def run(params: Params, results: Sequence[Path], out_dir: Path, tracker: Tracker) -> pd.DataFrame:
+    cfg = params.ablation
+    reference = float(params.evaluate.reference_time)
+    runs = pd.DataFrame([read_run(Path(p), cfg.min_analog_mac_percent, reference) for p in results])
+    if runs.empty:
+        raise ArtifactError("ablation: no results.csv given; fix: run `snakemake ablation`")
+    table = summarise(runs, list(cfg.variants))
+    last = drift_label(float(runs["last_time"].max()))
+    ref = drift_label(reference)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out_dir / "ablation.csv", runs.drop(columns="last_time").to_csv(index=False, float_format="%.4f"))
+    labels = {"analog_ref": f"all-analog path, {ref}", "analog_last": f"all-analog path, {last}",
+              "int8": "INT8 path", "best_analog_mapping": f"best MPS mapping >= {cfg.min_analog_mac_percent:g} % analog MACs"}
+    ablation_plot(table, out_dir / "ablation.png", labels)
+    shown = pd.DataFrame({"variant": table["variant"], "seeds": table["seeds"]})
+    for col, label in {**labels, "hypervolume": "MPS hypervolume"}.items():
+        digits = 3 if col == "hypervolume" else 2
+        shown[label] = [f"{m:.{digits}f} ± {s:.{digits}f}" for m, s in zip(table[col], table[f"{col}_std"])]
+    overrides = {name: ", ".join(f"{k}={v}" for k, v in o.items()) or "(defaults)" for name, o in cfg.variants.items()}
+    shown.insert(1, "adapt overrides", [overrides.get(v, "?") for v in table["variant"]])
+    md = ["# Ablation of the adaptation", "",
+          f"Accuracy on the test split (evaluate stage), mean ± std over adaptation seeds {list(cfg.seeds)}; "
+          "every variant adapted from the same pretrained model.", "",
+          shown.to_markdown(index=False), ""]
+    atomic_write_text(out_dir / "ablation.md", "\n".join(md))
+    tracker.log_metrics({f"{r.variant}.{m}": float(getattr(r, m)) for r in table.itertuples() for m in METRICS
+                         if np.isfinite(getattr(r, m))})
+    for name in ("ablation.csv", "ablation.md", "ablation.png"):
+        tracker.log_artifact(out_dir / name)
+    print(f"ablation: {len(runs)} runs of {len(table)} variants -> {out_dir / 'ablation.csv'}")
+    return table

@@ -1,0 +1,143 @@
+# `snakemake ablation`: the paper's ablation of the adaptation (params `ablation`); not part of
+# the default run. Every variant x seed adapts from the run's pretrained model, searches (MPS
+# and the uniform int8 / analog paths) and evaluates; `mps ablation` tabulates and plots them.
+import shlex
+
+
+wildcard_constraints:
+    dataset="[^/]+",
+    model="[^/]+",
+    seed=r"\d+",
+    variant="[^/]+",
+    rep=r"\d+",
+
+
+def ablation_config():
+    """The validated `ablation` section (defaults filled in by mps.config)."""
+    from mps.config import parse_params
+
+    return parse_params(config, PARAMS).ablation
+
+
+def ablation_dir(stage):
+    return OUT + "/{dataset}/{model}/s{seed}/ablation/{variant}/r{rep}/" + stage
+
+
+def variant_sets(wildcards):
+    """`--set adapt.<key>=<value>` for each override of the variant (values as JSON, a YAML subset)."""
+    overrides = ablation_config().variants[wildcards.variant]
+    return " ".join(shlex.quote(f"--set=adapt.{k}={json.dumps(v)}") for k, v in overrides.items())
+
+
+def ablation_cmd(stage):
+    return (f"{MPS} {stage} --params {PARAMS} --dataset {{wildcards.dataset}} --model {{wildcards.model}} "
+            f"--seed {{wildcards.rep}} --threads {{threads}} {{params.sets}}")
+
+
+def ablation_runs(wildcards):
+    cfg = ablation_config()
+    return expand(ablation_dir("evaluate") + "/results.csv", dataset=wildcards.dataset, model=wildcards.model,
+                  seed=wildcards.seed, variant=list(cfg.variants), rep=cfg.seeds)
+
+
+rule ablation:
+    input:
+        expand(OUT + "/{dataset}/{model}/s{seed}/ablation/ablation.csv", dataset=DATASETS, model=MODELS, seed=SEEDS),
+
+
+rule ablation_adapt:
+    input:
+        data=OUT + "/data/{dataset}",
+        pretrained=run_dir("pretrain") + "/model.pt",
+    output:
+        supernet=ablation_dir("adapt") + "/supernet.pt",
+        metrics=ablation_dir("adapt") + "/metrics.json",
+    params:
+        digest=section_digest("space", "adapt", "ablation", "hardware_profile", "device"),
+        sets=variant_sets,
+        out=ablation_dir("adapt"),
+    log:
+        OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-adapt.log",
+    benchmark:
+        OUT + "/benchmarks/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-adapt.tsv"
+    threads: 4
+    resources:
+        mem_mb=8000,
+        runtime=240,
+        gpu=GPUS,
+    shell:
+        ablation_cmd("adapt") + " --data {input.data} --pretrained {input.pretrained} --out {params.out} > {log} 2>&1"
+
+
+rule ablation_search:
+    input:
+        data=OUT + "/data/{dataset}",
+        supernet=ablation_dir("adapt") + "/supernet.pt",
+        pretrained=run_dir("pretrain") + "/model.pt",
+    output:
+        mappings=directory(ablation_dir("search") + "/mappings"),
+        summary=ablation_dir("search") + "/search.json",
+    params:
+        digest=section_digest("search", "device"),
+        sets="--set='search.baselines=[int8, analog]'",
+        out=ablation_dir("search"),
+    log:
+        OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-search.log",
+    benchmark:
+        OUT + "/benchmarks/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-search.tsv"
+    threads: 4
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=GPUS,
+    shell:
+        ablation_cmd("search") + " --data {input.data} --supernet {input.supernet} --pretrained {input.pretrained}"
+        " --out {params.out} > {log} 2>&1"
+
+
+rule ablation_evaluate:
+    input:
+        data=OUT + "/data/{dataset}",
+        supernet=ablation_dir("adapt") + "/supernet.pt",
+        pretrained=run_dir("pretrain") + "/model.pt",
+        mappings=ablation_dir("search") + "/mappings",
+    output:
+        results=ablation_dir("evaluate") + "/results.csv",
+        drift=ablation_dir("evaluate") + "/drift.csv",
+    params:
+        digest=section_digest("evaluate", "device"),
+        sets="",
+        out=ablation_dir("evaluate"),
+    log:
+        OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-evaluate.log",
+    benchmark:
+        OUT + "/benchmarks/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-evaluate.tsv"
+    threads: 4
+    resources:
+        mem_mb=6000,
+        runtime=240,
+        gpu=GPUS,
+    shell:
+        ablation_cmd("evaluate") + " --data {input.data} --supernet {input.supernet} --pretrained {input.pretrained}"
+        " --mappings {input.mappings} --out {params.out} > {log} 2>&1"
+
+
+rule ablation_table:
+    input:
+        results=ablation_runs,
+    output:
+        table=OUT + "/{dataset}/{model}/s{seed}/ablation/ablation.csv",
+        markdown=OUT + "/{dataset}/{model}/s{seed}/ablation/ablation.md",
+        plot=OUT + "/{dataset}/{model}/s{seed}/ablation/ablation.png",
+    params:
+        out=OUT + "/{dataset}/{model}/s{seed}/ablation",
+    log:
+        OUT + "/logs/ablation/{dataset}-{model}-s{seed}-table.log",
+    benchmark:
+        OUT + "/benchmarks/ablation/{dataset}-{model}-s{seed}-table.tsv"
+    threads: 1
+    resources:
+        mem_mb=1000,
+        runtime=10,
+    shell:
+        f"{MPS} ablation --params {PARAMS} --results {{input.results}} --out {{params.out}} > {{log}} 2>&1"
