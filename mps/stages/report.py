@@ -14,6 +14,10 @@ writes ``pareto.png``, ``drift.png``, ``layers.png``, ``report.md`` and ``report
 * ``layers.png`` needs each layer's MACs: they are recomputed from the architecture
   (``model.name`` on the data set's image shape, one traced forward pass), which is what the
   supernet recorded; the mapping's layers are checked against them.
+* "Energy and latency under every hardware profile": each method's best mapping re-costed
+  under every profile in the folder of ``params.hardware_profile`` (``hardware/``), each as
+  written and with ``per_active`` analog energy, so a reader sees under which assumptions
+  analog wins (:func:`profiles_table`; ``mps costs`` does the same for any mapping folder).
 * Deterministic: no timestamps; the same inputs give the same files.  The HTML is
   self-contained (inline CSS, no JavaScript, no web fonts) and shows the PNGs by relative
   path, so the folder can be moved or served as is.
