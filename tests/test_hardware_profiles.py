@@ -60,6 +60,24 @@ def test_under_every_profile_per_active_analog_is_cheaper_than_per_tile(resnet8_
         assert per_active < per_tile, path
 
 
+@pytest.mark.parametrize("path", sorted((REPO / "hardware").glob("*.yaml")), ids=lambda p: p.stem)
+def test_tile_count_is_aihwkits_tile_split(path):
+    """The cost model's tiles are the tiles aihwkit builds from the same profile (TileModuleArray)."""
+    from aihwkit.nn import AnalogConv2d, AnalogLinear
+
+    from mps.cost_model import analog_tiles
+    from mps.layer_info import LayerInfo
+    from mps.supernet.analog import rpu_config_from_profile
+
+    prof = load_hardware_profile(path)
+    cfg = rpu_config_from_profile(prof.analog)
+    for c_in, c_out, k in ((64, 64, 3), (16, 32, 3), (32, 600, 1)):
+        built = len(list(AnalogConv2d(c_in, c_out, k, rpu_config=cfg).analog_tiles()))
+        assert built == analog_tiles(LayerInfo("c", "conv", c_in, c_out, (k, k)), prof), (c_in, c_out, k)
+    built = len(list(AnalogLinear(1000, 300, rpu_config=cfg).analog_tiles()))
+    assert built == analog_tiles(LayerInfo("fc", "linear", 1000, 300), prof)
+
+
 # --------------------------------------------------------------------------- mps costs
 @pytest.fixture(scope="module")
 def tiny_mappings(tiny_supernet, tmp_path_factory):
