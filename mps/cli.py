@@ -244,6 +244,7 @@ def _costs(argv: list[str]) -> int:
 
     atomic_write_text(args.out, table.to_csv(index=False))
     wide = table.pivot_table(index="Mapping", columns="Profile", values="Energy_uJ_per_sample", sort=False)
+    print("energy, µJ per sample:")
     print(wide.round(2).to_string())
     print(f"mps costs: {len(table)} rows ({table['Mapping'].nunique()} mappings x {table['Profile'].nunique()} "
           f"profiles) -> {args.out}")
