@@ -196,7 +196,8 @@ def recost_mappings(mappings_dir: Path, profile_paths: list[str], supernet_path:
         profiles.update(profile_variants(load_hardware_profile(path)))  # a bad constant stops here (exit 2)
     files = sorted(Path(mappings_dir).glob("*.json")) if Path(mappings_dir).is_dir() else []
     if not files:
-        raise ConfigError(f"{mappings_dir}: no mapping files (*.json); fix: pass the mappings/ folder 'mps search' wrote")
+        raise ConfigError(f"{mappings_dir}: no mapping files (*.json); "
+                          "fix: pass the mappings/ folder 'mps search' wrote")
     mappings = [load_mapping(f) for f in files]
     supernet = None
     if supernet_path:
@@ -209,7 +210,8 @@ def recost_mappings(mappings_dir: Path, profile_paths: list[str], supernet_path:
         if supernet is not None:
             if supernet.meta.get("model_id") != m.model_id:
                 raise ConfigError(f"mapping {m.name} is for {m.model_id!r}, the supernet for "
-                                  f"{supernet.meta.get('model_id')!r}; fix: pass the supernet the mappings were searched on")
+                                  f"{supernet.meta.get('model_id')!r}; "
+                                  "fix: pass the supernet the mappings were searched on")
             layers = supernet.layer_infos(m.layers)
         else:
             if any(op == "analog_wide" for op in m.layers.values()):

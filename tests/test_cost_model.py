@@ -408,14 +408,20 @@ def test_digital_weights_beyond_the_sram_come_from_dram():
 
 # --------------------------------------------------------------------------- validation of the numbers
 @pytest.mark.parametrize("where, value, message", [
-    (("analog", "mvm_energy_nj"), {"value": -1.0, "source": "x"}, r"analog\.mvm_energy_nj\.value: .*greater than or equal to 0"),
+    (("analog", "mvm_energy_nj"), {"value": -1.0, "source": "x"},
+     r"analog\.mvm_energy_nj\.value: .*greater than or equal to 0"),
     (("analog", "mvm_energy_nj"), {"value": float("nan"), "source": "x"}, r"analog\.mvm_energy_nj\.value: .*finite"),
-    (("analog", "mvm_latency_ns"), {"value": float("inf"), "source": "x"}, r"analog\.mvm_latency_ns\.value: .*finite"),
-    (("analog", "mvm_energy_nj"), {"value": 5e7, "source": "J, not nJ"}, r"analog\.mvm_energy_nj: 5e\+07 nJ is outside the physical range \[0, 100000\] nJ; fix:"),
-    (("digital", "int8", "bytes_per_weight"), {"value": 16, "source": "x"}, r"digital\.int8\.bytes_per_weight: 16 bytes is outside"),
+    (("analog", "mvm_latency_ns"), {"value": float("inf"), "source": "x"},
+     r"analog\.mvm_latency_ns\.value: .*finite"),
+    (("analog", "mvm_energy_nj"), {"value": 5e7, "source": "J, not nJ"},
+     r"analog\.mvm_energy_nj: 5e\+07 nJ is outside the physical range \[0, 100000\] nJ; fix:"),
+    (("digital", "int8", "bytes_per_weight"), {"value": 16, "source": "x"},
+     r"digital\.int8\.bytes_per_weight: 16 bytes is outside"),
     (("analog", "energy_model"), "per_active", r"analog: .*mvm_energy_split: energy_model per_active needs it"),
-    (("analog", "mvm_energy_split"), {**SPLIT, "fixed": c(0.3)}, r"analog\.mvm_energy_split: adc \+ dac \+ array \+ fixed = 1\.2, not 1"),
-    (("memory", "weight_sram_bytes"), {"value": 1024, "source": "x"}, r"memory: .*dram_pj_per_byte: needed when weight_sram_bytes"),
+    (("analog", "mvm_energy_split"), {**SPLIT, "fixed": c(0.3)},
+     r"analog\.mvm_energy_split: adc \+ dac \+ array \+ fixed = 1\.2, not 1"),
+    (("memory", "weight_sram_bytes"), {"value": 1024, "source": "x"},
+     r"memory: .*dram_pj_per_byte: needed when weight_sram_bytes"),
     (("memory", "dram_pj_per_byte"), 160.0, r"memory\.dram_pj_per_byte: a cost constant needs its source"),
 ])
 def test_bad_numbers_are_rejected_naming_the_key(where, value, message):

@@ -62,7 +62,8 @@ def architecture_layers(model_name: str, dataset: str) -> dict:
     from mps.supernet.convert import trace_layers
 
     if dataset not in mdata._IMAGE_SHAPES:  # noqa: SLF001 - the data module's shape table
-        raise ConfigError(f"data set {dataset!r} is unknown; fix: use one of {', '.join(mdata._IMAGE_SHAPES)}")  # noqa: SLF001
+        known = ", ".join(mdata._IMAGE_SHAPES)  # noqa: SLF001
+        raise ConfigError(f"data set {dataset!r} is unknown; fix: use one of {known}")
     shape = tuple(mdata._IMAGE_SHAPES[dataset])  # noqa: SLF001
     model = build_model(model_name, in_channels=shape[0], num_classes=mdata.NUM_CLASSES, image_size=shape[1])
     infos, _ = trace_layers(model, shape)
