@@ -194,10 +194,81 @@ def _compare(argv: list[str]) -> int:
     return compare_main(argv)
 
 
+def recost_mappings(mappings_dir: Path, profile_paths: list[str], supernet_path: str | None = None):
+    """``mps costs``' table: every mapping file of ``mappings_dir`` under every profile (each with
+    its ``per_active`` variant, :func:`mps.cost_model.profile_variants`).  Layer tables come from
+    tracing the mapping's architecture (``model_id`` = ``<model>@<data set>``), or from the supernet
+    checkpoint when one is given (needed for MPAAS ``analog_wide`` layers, whose widths it holds)."""
+    from mps.cost_model import CostedMapping, costs_table, load_hardware_profile, profile_variants
+    from mps.supernet.mapping import load_mapping
+
+    profiles: dict[str, Any] = {}
+    for path in profile_paths:
+        profiles.update(profile_variants(load_hardware_profile(path)))  # a bad constant stops here (exit 2)
+    files = sorted(Path(mappings_dir).glob("*.json")) if Path(mappings_dir).is_dir() else []
+    if not files:
+        raise ConfigError(f"{mappings_dir}: no mapping files (*.json); "
+                          "fix: pass the mappings/ folder 'mps search' wrote")
+    mappings = [load_mapping(f) for f in files]
+    supernet = None
+    if supernet_path:
+        from mps.supernet import load_supernet
+
+        supernet, _ = load_supernet(supernet_path)
+    traced: dict[str, list] = {}
+    entries = []
+    for m in mappings:
+        if supernet is not None:
+            if supernet.meta.get("model_id") != m.model_id:
+                raise ConfigError(f"mapping {m.name} is for {m.model_id!r}, the supernet for "
+                                  f"{supernet.meta.get('model_id')!r}; "
+                                  "fix: pass the supernet the mappings were searched on")
+            layers = supernet.layer_infos(m.layers)
+        else:
+            if any(op == "analog_wide" for op in m.layers.values()):
+                raise ConfigError(f"mapping {m.name} has MPAAS analog_wide layers, whose widths only the supernet "
+                                  "holds; fix: add --supernet <adapt folder>/supernet.pt")
+            if m.model_id not in traced:
+                from mps.stages.common import architecture_layers
+
+                model_name, _, dataset = m.model_id.rpartition("@")
+                traced[m.model_id] = list(architecture_layers(model_name, dataset).values())
+            layers = traced[m.model_id]
+        entries.append(CostedMapping(m.model_id, m.method, m.name, layers, m.layers))
+    return costs_table(entries, profiles)
+
+
+def _costs(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mps costs", description="Re-cost existing mapping files under other hardware profiles (no model run); "
+        "writes one CSV row per mapping and profile, the profile's per_active variant included.")
+    parser.add_argument("--mappings", required=True, help="folder of mapping files (mps search's mappings/)")
+    parser.add_argument("--profile", required=True, action="append", metavar="FILE",
+                        help="hardware profile YAML; repeat for several (e.g. hardware/*.yaml)")
+    parser.add_argument("--out", default="costs.csv", help="CSV to write (default costs.csv)")
+    parser.add_argument("--supernet", help="supernet checkpoint: needed for MPAAS mappings with analog_wide layers")
+    args = parser.parse_args(argv)
+    try:
+        table = recost_mappings(Path(args.mappings), args.profile, args.supernet)
+    except ConfigError as exc:
+        print(f"mps costs: error: {exc}", file=sys.stderr)
+        return ExitConfig
+    from mps.artifacts import atomic_write_text
+
+    atomic_write_text(args.out, table.to_csv(index=False))
+    wide = table.pivot_table(index="Mapping", columns="Profile", values="Energy_uJ_per_sample", sort=False)
+    print("energy, µJ per sample:")
+    print(wide.round(2).to_string())
+    print(f"mps costs: {len(table)} rows ({table['Mapping'].nunique()} mappings x {table['Profile'].nunique()} "
+          f"profiles) -> {args.out}")
+    return ExitOK
+
+
 # Commands that are not pipeline stages (no params file, no MLflow run of their own).
 TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "select": ("pick one mapping from a Pareto set by constraint", _select),
     "compare": ("tabulate MLflow runs across pipeline runs (models, seeds, methods)", _compare),
+    "costs": ("re-cost mapping files under other hardware profiles (CSV), no model run", _costs),
 }
 
 

@@ -323,7 +323,7 @@ class Params(_Section):
     device: Literal["auto", "cpu", "cuda"] = "auto"
     out_dir: str = "results"
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = Snakemake/cores default")
-    hardware_profile: str = "hardware/pcm_default.yaml"
+    hardware_profile: str = "hardware/paper.yaml"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)

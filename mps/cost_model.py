@@ -8,10 +8,26 @@ profile (``int8``, ``fp16``, ``fp32``, ... ; adding ``int4`` is one more profile
 ``skip``.  Costs are pure functions of the layers, the mapping and the profile: no model,
 no torch, so search and report can score thousands of mappings cheaply and identically.
 
-The hardware profile (YAML, e.g. ``hardware/pcm_default.yaml``) holds every constant; each
-cost constant is written ``{value: x, source: "..."}`` so its citation travels with it and
-can be printed (:func:`profile_constants_table`).  The ``analog`` section also feeds the
-aihwkit ``InferenceRPUConfig`` built elsewhere; its field names are that contract.
+The hardware profiles (YAML under ``hardware/``; ``params.yaml``'s ``hardware_profile`` names
+the one a run uses) hold every constant; each cost constant is written ``{value: x, source:
+"..."}`` so its citation travels with it and can be printed (:func:`profile_constants_table`),
+and each must lie in its physical range (finite, non-negative, e.g. a MAC under 10 nJ, a share
+between 0 and 1): a slip of unit stops the load with the key named.  The ``analog`` section also
+feeds the aihwkit ``InferenceRPUConfig`` built elsewhere; its field names are that contract.
+
+Shipped profiles and the analog energy model each uses:
+
+* ``paper.yaml`` (default) - the setting the paper's tables imply: IBM's 3D-CiM simulator tile
+  (512x512, 10 nJ and 100 ns per MVM), digital FP32 calibrated on the paper's FP32 row;
+  ``per_tile``.
+* ``hermes-14nm.yaml`` - measured silicon: HERMES PCM cores (256x256, 13.4 nJ, ~133 ns per
+  MVM) with DIANA's 22 nm digital core and a 256 kB weight SRAM in front of DRAM; ``per_tile``.
+* ``projected.yaml`` - the same chip with a projected 512x512 tile (100 TOPS/W, 40 ns);
+  ``per_tile``.
+* ``pcm_default.yaml`` - the earlier default (HERMES analog scaled to 512x512 with 45 nm
+  digital figures), kept for comparison; ``per_tile``.
+
+Every shipped profile also carries the ``per_active`` split, so the report can show both.
 
 Model, per sample (one input image / sequence):
 
@@ -21,16 +37,26 @@ Model, per sample (one input image / sequence):
   ``cols = in_features / groups * kh * kw`` (the unrolled inputs).  Matrix rows are split
   over ``analog.tile_rows``, columns over ``analog.tile_cols``; each group gets its own
   tiles: ``tiles = groups * ceil(rows / tile_rows) * ceil(cols / tile_cols)``.
-  (For aihwkit this means ``tile_rows`` ~ ``mapping.max_output_size`` and ``tile_cols``
-  ~ ``mapping.max_input_size``.)  Utilization = stored weights / (tiles * tile_rows *
-  tile_cols); biases are not stored on tiles (added in the periphery) and do not count.
-  Depthwise/grouped convolutions thus use one tile per group (no block-diagonal packing).
+  (For aihwkit this means ``tile_rows`` = ``mapping.max_output_size`` and ``tile_cols``
+  = ``mapping.max_input_size``: its ``TileModuleArray`` makes exactly this grid.)  Utilization
+  = stored weights / (tiles * tile_rows * tile_cols); biases are not stored on tiles (added in
+  the periphery) and do not count.  Depthwise/grouped convolutions thus use one tile per group
+  (no block-diagonal packing).
 * **Analog layer.**  One MVM per output position; all tiles of the layer work in parallel
-  on it: ``energy = out_positions * tiles * mvm_energy``,
-  ``latency = out_positions * mvm_latency``.  ``mvm_energy`` includes DAC/ADC.  The chip is
-  assumed to have enough tiles for the whole mapping (no tile re-programming).
+  on it.  ``energy_model: per_tile`` (the paper's assumption, which is what makes MPAAS's
+  free tile room free): ``energy = out_positions * tiles * mvm_energy``.  ``per_active``:
+  each tile is charged only for what the layer uses of it, by ``mvm_energy_split`` (DAC per
+  input line driven, ADC per output line read, array per stored weight, a fixed part per tile;
+  :func:`tile_mvm_equivalents`), never more than ``per_tile``.  ``mvm_energy`` includes
+  DAC/ADC.  ``latency = out_positions * (mvm_latency + transfer_latency)``, the second term
+  (optional) being the time to move each output vector on.  The chip is assumed to have
+  enough tiles for the whole mapping (no tile re-programming).
 * **Digital layer.**  ``energy = macs * mac_energy + params * bytes_per_weight *
   weight_read_pj_per_byte`` (weights read once per sample), ``latency = macs / macs_per_ns``.
+  With ``memory.weight_sram_bytes`` given, the digital layers' weights fill that SRAM in layer
+  order and the bytes beyond it are fetched from DRAM once per sample at
+  ``dram_pj_per_byte`` on top (energy only: the fetch is assumed prefetched behind compute).
+  Analog weights stay in their tiles and take no SRAM.
 * **Activation traffic** (every non-skip layer): ``(inputs * in_bytes + outputs * out_bytes)
   * activation_pj_per_byte``.  ``outputs = out_features * out_positions``;
   ``inputs ~ in_features * out_positions`` (= ``macs / (out_features/groups * kh * kw)``
@@ -55,16 +81,16 @@ import math
 import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import Annotated, Any, Literal, Mapping, Sequence
 
 import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from mps.config import ConfigError, _format_validation_error
 from mps.layer_info import LayerInfo
 
-DEFAULT_PROFILE_PATH = Path(__file__).resolve().parents[1] / "hardware" / "pcm_default.yaml"
+DEFAULT_PROFILE_PATH = Path(__file__).resolve().parents[1] / "hardware" / "paper.yaml"
 SKIP = "skip"
 ANALOG_PREFIX = "analog"
 
@@ -83,7 +109,7 @@ class _Section(BaseModel):
 class CostConstant(_Section):
     """A number the cost model uses, with where it comes from (paper, datasheet, 'assumption')."""
 
-    value: float = Field(ge=0)
+    value: float = Field(ge=0, allow_inf_nan=False)
     source: str
 
     @model_validator(mode="before")
@@ -103,10 +129,62 @@ class CostConstant(_Section):
         return v.strip()
 
 
-class PositiveConstant(CostConstant):
-    """A cost constant that must be > 0 (it divides, or a zero would be meaningless)."""
+@dataclass(frozen=True)
+class _PhysicalRange:
+    """Checks a constant lies in a physically sensible range (catches unit slips such as J for pJ)."""
 
-    value: float = Field(gt=0)
+    low: float
+    high: float
+    unit: str
+    low_open: bool = False
+
+    def __call__(self, c: CostConstant) -> CostConstant:
+        above = c.value > self.low if self.low_open else c.value >= self.low
+        if not (above and c.value <= self.high):
+            bracket = "(" if self.low_open else "["
+            raise ValueError(
+                f"{c.value:g} {self.unit} is outside the physical range {bracket}{self.low:g}, {self.high:g}] "
+                f"{self.unit}; fix: check the figure and its unit against its source"
+            )
+        return c
+
+
+def _ranged(low: float, high: float, unit: str, low_open: bool = False) -> Any:
+    return Annotated[CostConstant, AfterValidator(_PhysicalRange(low, high, unit, low_open))]
+
+
+# The unit of each kind of constant and its physical range.
+LatencyNs = _ranged(0, 1e6, "ns", low_open=True)
+EnergyNj = _ranged(0, 1e5, "nJ")
+EnergyPj = _ranged(0, 1e4, "pJ")
+PjPerByte = _ranged(0, 1e4, "pJ/byte")
+BytesPerValue = _ranged(0, 8, "bytes", low_open=True)
+MacsPerNs = _ranged(0, 1e7, "MAC/ns", low_open=True)
+Fraction = _ranged(0, 1, "(fraction)")
+SramBytes = _ranged(0, 1e12, "bytes")
+
+EnergyModel = Literal["per_tile", "per_active"]
+
+
+class MvmEnergySplit(_Section):
+    """How one whole-tile MVM's energy divides (``energy_model: per_active``); the shares sum to 1.
+
+    ``dac``: the input lines' drivers, paid per input line a layer drives; ``adc``: the output
+    lines' converters, per output line it reads; ``array``: the cells' read current, per stored
+    weight (unused cells are left in the lowest-conductance state and draw almost none);
+    ``fixed``: what each tile fired costs whatever it holds (control, local buffers)."""
+
+    adc: Fraction
+    dac: Fraction
+    array: Fraction
+    fixed: Fraction
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> "MvmEnergySplit":
+        total = self.adc.value + self.dac.value + self.array.value + self.fixed.value
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"adc + dac + array + fixed = {total:g}, not 1; fix: give shares of one MVM's energy")
+        return self
 
 
 class AnalogConfig(_Section):
@@ -124,8 +202,20 @@ class AnalogConfig(_Section):
     read_noise_scale: float = Field(ge=0)
     drift_scale: float = Field(ge=0)
     drift_compensation: bool
-    mvm_latency_ns: PositiveConstant
-    mvm_energy_nj: CostConstant
+    mvm_latency_ns: LatencyNs
+    mvm_energy_nj: EnergyNj
+    # --- cost options (after the aihwkit knobs; older profiles and checkpoints lack them) ---
+    energy_model: EnergyModel = Field("per_tile", description="per_tile: a whole tile's MVM energy per tile "
+                                      "fired; per_active: only the lines and cells a layer uses")
+    mvm_energy_split: MvmEnergySplit | None = None
+    transfer_latency_ns: LatencyNs | None = Field(None, description="moving one MVM's output vector on")
+
+    @model_validator(mode="after")
+    def _split_for_per_active(self) -> "AnalogConfig":
+        if self.energy_model == "per_active" and self.mvm_energy_split is None:
+            raise ValueError("mvm_energy_split: energy_model per_active needs it; fix: add mvm_energy_split with "
+                             "adc, dac, array and fixed shares, each {value, source}, or use per_tile")
+        return self
 
     @property
     def tile_size(self) -> int:
@@ -143,17 +233,26 @@ class AnalogConfig(_Section):
 class DigitalPrecision(_Section):
     """One digital precision the chip's digital unit runs (a row of the ``digital`` table)."""
 
-    bytes_per_weight: PositiveConstant
-    bytes_per_activation: PositiveConstant
-    mac_energy_pj: CostConstant
-    macs_per_ns: PositiveConstant
+    bytes_per_weight: BytesPerValue
+    bytes_per_activation: BytesPerValue
+    mac_energy_pj: EnergyPj
+    macs_per_ns: MacsPerNs
 
 
 class MemoryConfig(_Section):
-    """On-chip SRAM traffic energies."""
+    """On-chip SRAM traffic energies; optionally the weight SRAM's size and the DRAM behind it."""
 
-    weight_read_pj_per_byte: CostConstant
-    activation_pj_per_byte: CostConstant
+    weight_read_pj_per_byte: PjPerByte
+    activation_pj_per_byte: PjPerByte
+    weight_sram_bytes: SramBytes | None = Field(None, description="None: every digital weight fits on chip")
+    dram_pj_per_byte: PjPerByte | None = None
+
+    @model_validator(mode="after")
+    def _dram_behind_sram(self) -> "MemoryConfig":
+        if self.weight_sram_bytes is not None and self.dram_pj_per_byte is None:
+            raise ValueError("dram_pj_per_byte: needed when weight_sram_bytes is given (digital weights beyond the "
+                             "SRAM come from DRAM); fix: add dram_pj_per_byte {value, source}")
+        return self
 
 
 _PRECISION_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
@@ -210,7 +309,7 @@ def parse_hardware_profile(raw: Any, source: str = "hardware profile") -> Hardwa
     if not isinstance(raw, dict):
         raise ConfigError(
             f"{source}: top level must be a mapping with analog, digital and memory sections; "
-            "fix: start from hardware/pcm_default.yaml"
+            "fix: start from hardware/paper.yaml"
         )
     try:
         return HardwareProfile.model_validate(raw)
@@ -224,7 +323,7 @@ def load_hardware_profile(path: str | Path) -> HardwareProfile:
     if not path.is_file():
         raise ConfigError(
             f"{path}: hardware profile not found; fix: set hardware_profile in params.yaml to an existing "
-            "file (the shipped default is hardware/pcm_default.yaml)"
+            "file (the shipped default is hardware/paper.yaml)"
         )
     try:
         raw = yaml.safe_load(path.read_text())
@@ -236,8 +335,29 @@ def load_hardware_profile(path: str | Path) -> HardwareProfile:
 
 
 def default_hardware_profile() -> HardwareProfile:
-    """The shipped PCM profile (``hardware/pcm_default.yaml`` of the repository)."""
+    """The shipped default profile (``hardware/paper.yaml`` of the repository)."""
     return load_hardware_profile(DEFAULT_PROFILE_PATH)
+
+
+def shipped_profile_paths(folder: str | Path = DEFAULT_PROFILE_PATH.parent) -> list[Path]:
+    """Every profile in a hardware folder (``hardware/`` by default), by file name."""
+    return sorted(Path(folder).glob("*.yaml"))
+
+
+def with_energy_model(profile: HardwareProfile, energy_model: str) -> HardwareProfile:
+    """The same profile with another analog energy model (validated: per_active needs the split)."""
+    raw = profile.model_dump(mode="json")
+    raw["analog"]["energy_model"] = energy_model
+    return parse_hardware_profile(raw, f"{profile.name} with energy_model {energy_model}")
+
+
+def profile_variants(profile: HardwareProfile) -> dict[str, HardwareProfile]:
+    """The profile as written, plus its ``per_active`` variant when it has the split and uses
+    ``per_tile``: the two analog energy models side by side (keys: ``name``, ``name/per_active``)."""
+    out = {profile.name: profile}
+    if profile.analog.energy_model == "per_tile" and profile.analog.mvm_energy_split is not None:
+        out[f"{profile.name}/per_active"] = with_energy_model(profile, "per_active")
+    return out
 
 
 def profile_constants_table(profile: HardwareProfile) -> pd.DataFrame:
@@ -262,15 +382,46 @@ def operator_kind(operator: str, profile: HardwareProfile) -> OperatorKind:
 
 
 # --------------------------------------------------------------------------- per layer
+def _tile_grid(layer: LayerInfo, profile: HardwareProfile) -> tuple[int, int]:
+    """Per group: (row blocks over the layer's outputs, column blocks over its unrolled inputs).
+
+    As aihwkit's ``TileModuleArray`` splits the ``[out, in]`` weight matrix: ``ceil(out /
+    max_output_size)`` by ``ceil(in / max_input_size)`` tiles (``mps/supernet/analog.py`` sets
+    those to ``tile_rows`` / ``tile_cols``)."""
+    a = profile.analog
+    return math.ceil(layer.weight_rows / a.tile_rows), math.ceil(layer.weight_cols / a.tile_cols)
+
+
 def analog_tiles(layer: LayerInfo, profile: HardwareProfile) -> int:
     """Tiles needed to store the layer: per group, rows over tile_rows and columns over tile_cols."""
-    a = profile.analog
-    return layer.groups * math.ceil(layer.weight_rows / a.tile_rows) * math.ceil(layer.weight_cols / a.tile_cols)
+    row_blocks, col_blocks = _tile_grid(layer, profile)
+    return layer.groups * row_blocks * col_blocks
 
 
 def stored_weights(layer: LayerInfo) -> int:
     """Weights held on crossbars (bias excluded: it is added in the tile periphery)."""
     return layer.groups * layer.weight_rows * layer.weight_cols
+
+
+def tile_mvm_equivalents(layer: LayerInfo, profile: HardwareProfile) -> float:
+    """Whole-tile MVM energies one MVM of the layer costs (over all its tiles).
+
+    ``per_tile``: the number of tiles.  ``per_active``: per tile, the split's shares scaled by
+    what the layer uses of it - ``dac`` x input lines driven / tile_cols, ``adc`` x output
+    lines read / tile_rows, ``array`` x stored weights / tile size, plus ``fixed``.  Summed over
+    a group's tile grid the lines used are ``row_blocks * in`` and ``col_blocks * out``, so no
+    tile costs more than in ``per_tile`` and a full tile costs the same."""
+    a = profile.analog
+    row_blocks, col_blocks = _tile_grid(layer, profile)
+    if a.energy_model == "per_tile":
+        return float(layer.groups * row_blocks * col_blocks)
+    split = a.mvm_energy_split
+    rows, cols = layer.weight_rows, layer.weight_cols
+    per_group = (split.dac.value * row_blocks * cols / a.tile_cols
+                 + split.adc.value * col_blocks * rows / a.tile_rows
+                 + split.array.value * rows * cols / a.tile_size
+                 + split.fixed.value * row_blocks * col_blocks)
+    return layer.groups * per_group
 
 
 def activation_counts(layer: LayerInfo) -> tuple[int, int]:
@@ -294,36 +445,48 @@ class LayerCost:
     tiles: int
     tile_util_percent: float
     digital_bytes: float
+    dram_bytes: float
     compute_energy_uj: float
     weight_read_energy_uj: float
+    dram_energy_uj: float
     activation_energy_uj: float
     energy_uj: float
     latency_ms: float
 
 
-def layer_cost(layer: LayerInfo, operator: str, profile: HardwareProfile) -> LayerCost:
-    """Cost of running ``layer`` with ``operator`` on ``profile`` (see the module docstring)."""
+def layer_cost(layer: LayerInfo, operator: str, profile: HardwareProfile, dram_bytes: float = 0.0) -> LayerCost:
+    """Cost of running ``layer`` with ``operator`` on ``profile`` (see the module docstring).
+
+    ``dram_bytes``: how many of a digital layer's weight bytes do not fit in the weight SRAM
+    (:func:`layer_costs` works it out over the whole mapping)."""
     kind = operator_kind(operator, profile)
     if kind == "skip":
-        return LayerCost(layer.name, operator, kind, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)
+        return LayerCost(layer.name, operator, kind, macs=0, params=0, tiles=0, tile_util_percent=0.0,
+                         digital_bytes=0.0, dram_bytes=0.0, compute_energy_uj=0.0, weight_read_energy_uj=0.0,
+                         dram_energy_uj=0.0, activation_energy_uj=0.0, energy_uj=0.0, latency_ms=0.0)
 
     n_in, n_out = activation_counts(layer)
     act_pj = profile.memory.activation_pj_per_byte.value
+    dram_uj = 0.0
     if kind == "analog":
         a = profile.analog
         tiles = analog_tiles(layer, profile)
         util = 100.0 * stored_weights(layer) / (tiles * a.tile_size)
-        compute_uj = layer.out_positions * tiles * a.mvm_energy_nj.value * _NJ_TO_UJ
+        compute_uj = layer.out_positions * tile_mvm_equivalents(layer, profile) * a.mvm_energy_nj.value * _NJ_TO_UJ
         weight_uj = 0.0  # weights stay in the tiles
         act_bytes = n_in * a.input_bytes + n_out * a.output_bytes
-        latency_ms = layer.out_positions * a.mvm_latency_ns.value * _NS_TO_MS
-        digital_bytes = 0.0
+        step_ns = a.mvm_latency_ns.value + (a.transfer_latency_ns.value if a.transfer_latency_ns else 0.0)
+        latency_ms = layer.out_positions * step_ns * _NS_TO_MS
+        digital_bytes, dram_bytes = 0.0, 0.0
     else:
         p = profile.digital[operator]
         tiles, util = 0, 0.0
         digital_bytes = layer.params * p.bytes_per_weight.value
+        dram_bytes = min(max(dram_bytes, 0.0), digital_bytes)
         compute_uj = layer.macs * p.mac_energy_pj.value * _PJ_TO_UJ
         weight_uj = digital_bytes * profile.memory.weight_read_pj_per_byte.value * _PJ_TO_UJ
+        if dram_bytes:
+            dram_uj = dram_bytes * profile.memory.dram_pj_per_byte.value * _PJ_TO_UJ
         act_bytes = (n_in + n_out) * p.bytes_per_activation.value
         latency_ms = layer.macs / p.macs_per_ns.value * _NS_TO_MS
     act_uj = act_bytes * act_pj * _PJ_TO_UJ
@@ -336,10 +499,12 @@ def layer_cost(layer: LayerInfo, operator: str, profile: HardwareProfile) -> Lay
         tiles=tiles,
         tile_util_percent=util,
         digital_bytes=digital_bytes,
+        dram_bytes=dram_bytes,
         compute_energy_uj=compute_uj,
         weight_read_energy_uj=weight_uj,
+        dram_energy_uj=dram_uj,
         activation_energy_uj=act_uj,
-        energy_uj=compute_uj + weight_uj + act_uj,
+        energy_uj=compute_uj + weight_uj + dram_uj + act_uj,
         latency_ms=latency_ms,
     )
 
@@ -403,12 +568,18 @@ def layer_costs(
 ) -> list[LayerCost]:
     """Per-layer costs of a mapping, in layer order (validated against the layers)."""
     check_mapping(layers, mapping)
+    sram = profile.memory.weight_sram_bytes
+    sram_left = sram.value if sram is not None else math.inf
     out = []
     for layer in layers:
         try:
-            out.append(layer_cost(layer, mapping[layer.name], profile))
+            cost = layer_cost(layer, mapping[layer.name], profile)
+            if cost.digital_bytes and cost.digital_bytes > sram_left:
+                cost = layer_cost(layer, mapping[layer.name], profile, dram_bytes=cost.digital_bytes - sram_left)
+            sram_left = max(sram_left - cost.digital_bytes, 0.0)
         except ConfigError as err:
             raise ConfigError(f"layer {layer.name}: {err}") from None
+        out.append(cost)
     return out
 
 
@@ -439,8 +610,40 @@ def layer_costs_table(
     return pd.DataFrame(rows, columns=list(LayerCost.__dataclass_fields__))
 
 
+COSTS_COLUMNS = ["Profile", "Energy_model", "Model", "Method", "Mapping", "Analog_Tiles", "Analog_Tile_Util_percent",
+                 "Analog_MAC_Ratio_percent", "Digital_Size_MB", "Latency_ms", "Energy_uJ_per_sample"]
+
+
+@dataclass(frozen=True)
+class CostedMapping:
+    """A mapping to re-cost: its identity and the layer table it applies to."""
+
+    model_id: str
+    method: str
+    name: str
+    layers: Sequence[LayerInfo]
+    mapping: Mapping[str, str]
+
+
+def costs_table(mappings: Sequence[CostedMapping], profiles: Mapping[str, HardwareProfile]) -> pd.DataFrame:
+    """Every mapping under every profile (keys: the labels shown), one row each: the paper's
+    hardware columns, no model or data needed."""
+    rows = []
+    for label, profile in profiles.items():
+        for m in mappings:
+            try:
+                row = mapping_costs(m.layers, m.mapping, profile).as_row()
+            except ConfigError as err:
+                raise ConfigError(f"mapping {m.name}, profile {label}: {err}") from None
+            rows.append({"Profile": label, "Energy_model": profile.analog.energy_model, "Model": m.model_id,
+                         "Method": m.method, "Mapping": m.name, **row})
+    return pd.DataFrame(rows, columns=COSTS_COLUMNS)
+
+
 __all__ = [
     "AnalogConfig",
+    "COSTS_COLUMNS",
+    "CostedMapping",
     "CostConstant",
     "DEFAULT_PROFILE_PATH",
     "DigitalPrecision",
@@ -448,9 +651,11 @@ __all__ = [
     "LayerCost",
     "MappingCosts",
     "MemoryConfig",
+    "MvmEnergySplit",
     "activation_counts",
     "analog_tiles",
     "check_mapping",
+    "costs_table",
     "default_hardware_profile",
     "layer_cost",
     "layer_costs",
@@ -460,5 +665,9 @@ __all__ = [
     "operator_kind",
     "parse_hardware_profile",
     "profile_constants_table",
+    "profile_variants",
+    "shipped_profile_paths",
     "stored_weights",
+    "tile_mvm_equivalents",
+    "with_energy_model",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,15 @@ from mps.cost_model import (
     HardwareProfile,
     analog_tiles,
     layer_cost,
+    layer_costs,
     layer_costs_table,
     load_hardware_profile,
     mapping_costs,
     operator_kind,
     parse_hardware_profile,
     profile_constants_table,
+    profile_variants,
+    with_energy_model,
 )
 from mps.layer_info import LayerInfo
 
@@ -287,7 +291,7 @@ def test_constant_without_source_is_rejected():
 def test_zero_throughput_and_bad_precision_names_are_rejected():
     raw = toy_raw()
     raw["digital"]["int8"]["macs_per_ns"] = c(0)
-    with pytest.raises(ConfigError, match=r"digital\.int8\.macs_per_ns\.value: .*greater than 0"):
+    with pytest.raises(ConfigError, match=r"digital\.int8\.macs_per_ns: 0 MAC/ns is outside the physical range"):
         parse_hardware_profile(raw)
     raw = toy_raw()
     raw["digital"]["skip"] = copy.deepcopy(raw["digital"]["int8"])
@@ -295,23 +299,38 @@ def test_zero_throughput_and_bad_precision_names_are_rejected():
         parse_hardware_profile(raw)
 
 
-# --------------------------------------------------------------------------- shipped profile
-def test_shipped_profile_loads_and_every_constant_has_a_source(default):
-    assert DEFAULT_PROFILE_PATH == REPO / "hardware" / "pcm_default.yaml"
-    assert (default.analog.tile_rows, default.analog.tile_cols) == (512, 512)
-    assert {"int8", "fp16", "fp32"} <= set(default.digital)
-    consts = default.constants()
+# --------------------------------------------------------------------------- shipped profiles
+SHIPPED = sorted((REPO / "hardware").glob("*.yaml"))
+AIHWKIT_KNOBS = ("dac_bits", "adc_bits", "out_noise", "hwa_weight_noise", "weight_clip_sigma", "g_max",
+                 "prog_noise_scale", "read_noise_scale", "drift_scale", "drift_compensation")
+
+
+def test_the_default_is_paper_yaml_and_params_use_it():
+    assert DEFAULT_PROFILE_PATH == REPO / "hardware" / "paper.yaml"
+    assert {p.name for p in SHIPPED} >= {"paper.yaml", "hermes-14nm.yaml", "projected.yaml", "pcm_default.yaml"}
+    for params in (REPO / "params.yaml", REPO / "config" / "params-tiny.yaml", REPO / "config" / "params-paper.yaml"):
+        assert yaml.safe_load(params.read_text())["hardware_profile"] == "hardware/paper.yaml", params
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_profile_loads_and_every_constant_has_a_source(path):
+    prof = load_hardware_profile(path)
+    assert {"int8", "fp16", "fp32"} <= set(prof.digital)
+    consts = prof.constants()
     assert "analog.mvm_energy_nj" in consts and "memory.activation_pj_per_byte" in consts
-    assert len(consts) == 2 + 4 * len(default.digital) + 2
+    assert {f"analog.mvm_energy_split.{k}" for k in ("adc", "dac", "array", "fixed")} <= set(consts)
     assert all(k.source.strip() for k in consts.values())
-    throughput = [k for k, v in consts.items() if k.endswith("macs_per_ns")]
-    assert all("assumption" in consts[k].source for k in throughput)
-    table = profile_constants_table(default)
+    assert all(math.isfinite(k.value) and k.value >= 0 for k in consts.values())
+    table = profile_constants_table(prof)
     assert len(table) == len(consts) and table["source"].str.len().min() > 0
+    # the aihwkit knobs are pcm_default's, unchanged (only the tile size may follow the chip)
+    pcm = load_hardware_profile(REPO / "hardware" / "pcm_default.yaml")
+    assert {k: getattr(prof.analog, k) for k in AIHWKIT_KNOBS} == {k: getattr(pcm.analog, k) for k in AIHWKIT_KNOBS}
 
 
-def test_shipped_profile_every_cost_constant_has_a_comment_too():
-    text = DEFAULT_PROFILE_PATH.read_text()
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_shipped_profile_every_cost_constant_has_a_comment_too(path):
+    text = path.read_text()
     for key in ("mvm_latency_ns", "mvm_energy_nj", "weight_read_pj_per_byte", "activation_pj_per_byte"):
         before = text.split(f"  {key}:")[0].rstrip().splitlines()[-1]
         assert before.strip().startswith("#"), key
@@ -320,4 +339,97 @@ def test_shipped_profile_every_cost_constant_has_a_comment_too():
 def test_costs_are_deterministic(default):
     mapping = {"l1": "analog", "l2": "int8", "l3": "fp32"}
     assert mapping_costs(TOY, mapping, default) == mapping_costs(TOY, mapping, default)
-    assert default.digest() == load_hardware_profile(DEFAULT_PROFILE_PATH).digest()
+    assert default.digest() == load_hardware_profile(REPO / "hardware" / "pcm_default.yaml").digest()
+    assert default.digest() != load_hardware_profile(DEFAULT_PROFILE_PATH).digest()
+
+
+# --------------------------------------------------------------------------- per_active analog energy
+SPLIT = {"adc": c(0.5), "dac": c(0.2), "array": c(0.2), "fixed": c(0.1)}
+
+
+def active_toy(**analog) -> HardwareProfile:
+    raw = toy_raw()
+    raw["analog"].update({"mvm_energy_split": SPLIT, "energy_model": "per_active", **analog})
+    return parse_hardware_profile(raw, "toy.yaml")
+
+
+def test_per_active_by_hand():
+    prof = active_toy()
+    # l2: 16 outputs x 72 inputs on 64x64 tiles -> 1 row block x 2 column blocks
+    # dac 0.2 * (1 * 72 / 64) + adc 0.5 * (2 * 16 / 64) + array 0.2 * 1152 / 4096 + fixed 0.1 * 2
+    share = 0.2 * 72 / 64 + 0.5 * 32 / 64 + 0.2 * 1152 / 4096 + 0.1 * 2
+    cost = layer_cost(TOY[1], "analog", prof)
+    assert cost.tiles == 2
+    assert cost.compute_energy_uj == pytest.approx(4 * share * 2.0e-3)  # 4 MVMs x share x 2 nJ
+    assert cost.latency_ms == layer_cost(TOY[1], "analog", parse_hardware_profile(toy_raw())).latency_ms
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.stem)
+def test_per_active_never_costs_more_than_per_tile(path):
+    per_tile = with_energy_model(load_hardware_profile(path), "per_tile")
+    per_active = with_energy_model(per_tile, "per_active")
+    a = per_tile.analog
+    shapes = [conv("c", 3, 16), conv("c", 16, 16), conv("c", 64, 64), conv("c", 1024, 64, k=1),
+              conv("g", 2048, 1024, k=1, groups=2), conv("dw", 32, 32, groups=32), linear("fc", 1000, 1000),
+              linear("full", a.tile_cols, a.tile_rows), linear("tall", 10, 3 * a.tile_rows + 1)]
+    for layer in shapes:
+        t, p = layer_cost(layer, "analog", per_tile), layer_cost(layer, "analog", per_active)
+        assert p.compute_energy_uj <= t.compute_energy_uj * (1 + 1e-12), layer
+        assert (p.tiles, p.latency_ms) == (t.tiles, t.latency_ms)
+    full = linear("full", a.tile_cols, a.tile_rows)  # a tile filled exactly costs the same either way
+    assert layer_cost(full, "analog", per_active).compute_energy_uj == pytest.approx(
+        layer_cost(full, "analog", per_tile).compute_energy_uj)
+
+
+def test_profile_variants_add_the_per_active_one():
+    prof = load_hardware_profile(DEFAULT_PROFILE_PATH)
+    variants = profile_variants(prof)
+    assert list(variants) == ["paper", "paper/per_active"]
+    assert variants["paper/per_active"].analog.energy_model == "per_active"
+    assert profile_variants(parse_hardware_profile(toy_raw())) .keys() == {"toy"}  # no split: no variant
+
+
+# --------------------------------------------------------------------------- weight SRAM and DRAM
+def test_digital_weights_beyond_the_sram_come_from_dram():
+    raw = toy_raw()
+    raw["memory"].update({"weight_sram_bytes": c(1000), "dram_pj_per_byte": c(100.0)})
+    prof = parse_hardware_profile(raw)
+    mapping = {"l1": "int8", "l2": "int8", "l3": "analog"}
+    costs = layer_costs(TOY, mapping, prof)
+    # l1 216 B fit (784 left); l2 1168 B: 784 fit, 384 from DRAM; l3 analog takes no SRAM
+    assert [c_.dram_bytes for c_ in costs] == [0.0, 384.0, 0.0]
+    assert costs[1].dram_energy_uj == pytest.approx(384 * 100e-6)
+    plain = mapping_costs(TOY, mapping, parse_hardware_profile(toy_raw()))
+    assert mapping_costs(TOY, mapping, prof).energy_uj_per_sample == pytest.approx(
+        plain.energy_uj_per_sample + 384 * 100e-6)
+    all_int8 = layer_costs(TOY, {"l1": "int8", "l2": "int8", "l3": "int8"}, prof)
+    assert sum(c_.dram_bytes for c_ in all_int8) == 216 + 1168 + 650 - 1000
+
+
+# --------------------------------------------------------------------------- validation of the numbers
+@pytest.mark.parametrize("where, value, message", [
+    (("analog", "mvm_energy_nj"), {"value": -1.0, "source": "x"},
+     r"analog\.mvm_energy_nj\.value: .*greater than or equal to 0"),
+    (("analog", "mvm_energy_nj"), {"value": float("nan"), "source": "x"}, r"analog\.mvm_energy_nj\.value: .*finite"),
+    (("analog", "mvm_latency_ns"), {"value": float("inf"), "source": "x"},
+     r"analog\.mvm_latency_ns\.value: .*finite"),
+    (("analog", "mvm_energy_nj"), {"value": 5e7, "source": "J, not nJ"},
+     r"analog\.mvm_energy_nj: 5e\+07 nJ is outside the physical range \[0, 100000\] nJ; fix:"),
+    (("digital", "int8", "bytes_per_weight"), {"value": 16, "source": "x"},
+     r"digital\.int8\.bytes_per_weight: 16 bytes is outside"),
+    (("analog", "energy_model"), "per_active", r"analog: .*mvm_energy_split: energy_model per_active needs it"),
+    (("analog", "mvm_energy_split"), {**SPLIT, "fixed": c(0.3)},
+     r"analog\.mvm_energy_split: adc \+ dac \+ array \+ fixed = 1\.2, not 1"),
+    (("memory", "weight_sram_bytes"), {"value": 1024, "source": "x"},
+     r"memory: .*dram_pj_per_byte: needed when weight_sram_bytes"),
+    (("memory", "dram_pj_per_byte"), 160.0, r"memory\.dram_pj_per_byte: a cost constant needs its source"),
+])
+def test_bad_numbers_are_rejected_naming_the_key(where, value, message):
+    raw = toy_raw()
+    node = raw
+    for key in where[:-1]:
+        node = node[key]
+    node[where[-1]] = value
+    with pytest.raises(ConfigError, match=message) as exc:
+        parse_hardware_profile(raw, "x.yaml")
+    assert "\n" not in str(exc.value) and "fix:" in str(exc.value)

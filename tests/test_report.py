@@ -92,6 +92,11 @@ def test_report_contains_every_plot_and_the_table(tiny_run, tmp_path):
     assert "| Method | Mapping | Accuracy_percent (1d) | Analog_MAC_Ratio_percent |" in md
     for _, row in results.iterrows():
         assert f"| {row['Method']} | {row['Mapping']} | {row['Accuracy_percent']} |" in md
+    # energy and latency of each method's best mapping under every shipped profile, both analog energy models
+    assert "## Energy and latency under every hardware profile" in md
+    for label in ("paper", "paper/per_active", "hermes-14nm", "projected", "pcm_default"):
+        assert f"| {label} | " in md, label
+    assert "| int8 (int8) µJ / ms |" in md and "| Lowest energy |" in md
     # each method's hypervolume and search time from search.json (not from the nested details)
     assert "| mps | 3 |" in md and "| 0.42 |" in md and "| 12.5 |" in md and "| 9 |" not in md
 

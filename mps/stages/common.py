@@ -54,6 +54,22 @@ def hardware_profile(params: Params):
     return load_hardware_profile(params.hardware_profile)
 
 
+def architecture_layers(model_name: str, dataset: str) -> dict:
+    """The weight-layer table (name -> LayerInfo) of an architecture on a data set's image shape,
+    from one traced forward pass: what the supernet recorded, without a checkpoint."""
+    from mps.config import ConfigError
+    from mps.models import build_model
+    from mps.supernet.convert import trace_layers
+
+    if dataset not in mdata._IMAGE_SHAPES:  # noqa: SLF001 - the data module's shape table
+        known = ", ".join(mdata._IMAGE_SHAPES)  # noqa: SLF001
+        raise ConfigError(f"data set {dataset!r} is unknown; fix: use one of {known}")
+    shape = tuple(mdata._IMAGE_SHAPES[dataset])  # noqa: SLF001
+    model = build_model(model_name, in_channels=shape[0], num_classes=mdata.NUM_CLASSES, image_size=shape[1])
+    infos, _ = trace_layers(model, shape)
+    return infos
+
+
 def load_supernet_inputs(data_dir: Path, supernet_path: Path, pretrained_path: Path | None = None):
     """Data splits, adapted supernet and (optionally) the pretrained checkpoint, checked to
     belong together; raises before any output. Returns (splits, supernet, supernet checkpoint,

@@ -14,6 +14,10 @@ writes ``pareto.png``, ``drift.png``, ``layers.png``, ``report.md`` and ``report
 * ``layers.png`` needs each layer's MACs: they are recomputed from the architecture
   (``model.name`` on the data set's image shape, one traced forward pass), which is what the
   supernet recorded; the mapping's layers are checked against them.
+* "Energy and latency under every hardware profile": each method's best mapping re-costed
+  under every profile in the folder of ``params.hardware_profile`` (``hardware/``), each as
+  written and with ``per_active`` analog energy, so a reader sees under which assumptions
+  analog wins (:func:`profiles_table`; ``mps costs`` does the same for any mapping folder).
 * Deterministic: no timestamps; the same inputs give the same files.  The HTML is
   self-contained (inline CSS, no JavaScript, no web fonts) and shows the PNGs by relative
   path, so the folder can be moved or served as is.
@@ -169,18 +173,46 @@ def drift_table(drift: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Method", "Mapping", *[drift_label(t) for t in times]])
 
 
-def layer_macs(params: Params, layer_names: Sequence[str]) -> dict[str, int]:
-    """Each weight layer's MACs per sample, traced from the architecture on the data set's shape."""
-    from mps import data as mdata
-    from mps.models import build_model
-    from mps.supernet.convert import trace_layers
+def layer_macs(params: Params, layer_names: Sequence[str], infos: dict | None = None) -> dict[str, int]:
+    """Each weight layer's MACs per sample, traced from the architecture on the data set's shape
+    (or taken from ``infos``, such a traced table)."""
+    from mps.stages.common import architecture_layers
 
-    shape = tuple(mdata._IMAGE_SHAPES[params.data.dataset])  # noqa: SLF001 - the data module's shape table
-    model = build_model(params.model.name, in_channels=shape[0], num_classes=mdata.NUM_CLASSES, image_size=shape[1])
-    infos, _ = trace_layers(model, shape)
+    infos = infos if infos is not None else architecture_layers(params.model.name, params.data.dataset)
     check_layers({n: "fp32" for n in layer_names}, {n: None for n in infos}, params.model.name,
                  source="mapping of the layers plot")
     return {n: int(info.macs) for n, info in infos.items()}
+
+
+def profiles_table(key: pd.DataFrame, mappings: dict[str, MappingFile], infos: dict, profile_dir: Path
+                   ) -> tuple[pd.DataFrame, str]:
+    """Energy and latency of the key mappings (``key``: Method, Mapping rows) under every
+    profile in ``profile_dir`` and its ``per_active`` variant: one row per profile, one column
+    per mapping ("µJ / ms"), and the cheapest mapping in energy.  MPAAS mappings with
+    ``analog_wide`` layers are left out (their widths are in the supernet: ``mps costs --supernet``)."""
+    from mps.cost_model import load_hardware_profile, mapping_costs, profile_variants, shipped_profile_paths
+
+    layers = list(infos.values())
+    shown = [(r["Method"], r["Mapping"]) for _, r in key.iterrows()
+             if r["Mapping"] in mappings and "analog_wide" not in mappings[r["Mapping"]].layers.values()]
+    left_out = [r["Mapping"] for _, r in key.iterrows() if (r["Method"], r["Mapping"]) not in shown]
+    rows = []
+    for path in shipped_profile_paths(profile_dir):
+        for label, profile in profile_variants(load_hardware_profile(path)).items():
+            row: dict[str, Any] = {"Profile": label, "Analog energy": profile.analog.energy_model}
+            energies = {}
+            for method, name in shown:
+                c = mapping_costs(layers, mappings[name].layers, profile)
+                energies[name] = c.energy_uj_per_sample
+                row[f"{name} ({method}) µJ / ms"] = f"{c.energy_uj_per_sample:.2f} / {c.latency_ms_per_sample:.3f}"
+            row["Lowest energy"] = min(energies, key=energies.get) if energies else "–"
+            rows.append(row)
+    note = (f"Each profile in `{profile_dir}/` (as written, and with `per_active` analog energy); the best "
+            "mapping of each method at the reference time. Profile sources: the YAML files; `mps costs` "
+            "re-costs every mapping file the same way.")
+    if left_out:
+        note += f" Left out (MPAAS analog_wide layers need the supernet): {', '.join(left_out)}."
+    return pd.DataFrame(rows), note
 
 
 def sensitivity_at(sensitivity: pd.DataFrame, reference_time: float) -> tuple[pd.Series, float | None]:
@@ -324,7 +356,12 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
         raise ConfigError(f"report.layers_mapping: no mapping named {layer_name!r} in {search_dir / 'mappings'}; "
                           f"fix: use one of {', '.join(sorted(mappings)[:8])}")
     layer_mapping = mappings[layer_name]
-    macs = layer_macs(params, list(layer_mapping.layers))
+    from mps.stages.common import architecture_layers
+
+    infos = architecture_layers(params.model.name, params.data.dataset)
+    macs = layer_macs(params, list(layer_mapping.layers), infos)
+    profiles, profiles_note = profiles_table(best[["Method", "Mapping"]], mappings, infos,
+                                             Path(params.hardware_profile).parent)
     layer_df = pd.DataFrame([{"layer": n, "operator": layer_mapping.layers[n], "macs": macs[n]} for n in macs])
     sens, sens_time = sensitivity_at(sensitivity, reference_time)
 
@@ -357,6 +394,7 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
                            "(accuracy, analog MAC ratio, digital memory). The search value is the method's own "
                            "validation estimate from search.json; the test value uses the results above."),
                      ("table", methods_table)]),
+        ("Energy and latency under every hardware profile", [("p", profiles_note), ("table", profiles)]),
         ("Pareto front", [("img", "pareto.png", "Accuracy vs analog MAC ratio; colour: digital memory (MB)")]),
         ("Accuracy over drift time", [("img", "drift.png", "Accuracy vs drift time, best mapping per method"),
                                       ("table", drift_table(drift, results))]),
