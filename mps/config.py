@@ -142,6 +142,11 @@ class AdaptConfig(_Section):
     # fairness paths: 1 = FairNAS strict (random contexts); < 1 = paths aligned by operator kind
     # (all-analog, all-int8, ...) with this fraction of the layers in random order (mps.stages.adapt.fair_paths)
     context_mixing: float = Field(default=1.0, ge=0, le=1)
+    # also train paths in which layers are skipped (FairNAS treats skip like any operator; measured
+    # here to pull every operator away from the pretrained solution - see fair_paths)
+    skip_contexts: bool = False
+    # analog layers train at the digital layers' effective learning rate (mps.supernet.analog.equalize_analog_gradients)
+    equalize_analog_lr: bool = False
     # ablation switches (the paper's ablation study; `snakemake ablation`):
     fairness: bool = True  # false: one uniformly random path per step instead of the fair paths
     qat: bool = True       # false: the int8 operators keep the pretrained weights (post-training quantization)

@@ -22,7 +22,7 @@ from torch import nn
 
 from mps import data as mdata
 from mps.runtime import progress
-from mps.supernet.analog import clip_analog
+from mps.supernet.analog import clip_analog, equalize_analog_gradients
 from mps.training import check_finite, epoch_generator, iterate_batches, sgd
 
 
@@ -34,7 +34,7 @@ def trainable_parameters(model: nn.Module) -> list[nn.Parameter]:
 
 def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, batch_size: int, lr: float,
              momentum: float, weight_decay: float, seed: int, device: str = "cpu", augment: bool = False,
-             fill: torch.Tensor | None = None, desc: str = "hwa") -> dict[str, float]:
+             fill: torch.Tensor | None = None, desc: str = "hwa", equalize: bool = False) -> dict[str, float]:
     """Train ``model`` in place for ``steps`` SGD steps (batches of ``x``/``y``, reshuffled each
     pass); returns the mean training loss of the first and last tenth of the steps."""
     model.to(device).train()
@@ -53,6 +53,8 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, bat
             loss = F.cross_entropy(model(xb.to(device)), y[idx].to(device))
             check_finite(loss, f"{desc} step {step + 1}")
             loss.backward()
+            if equalize:
+                equalize_analog_gradients(model)
             optimizer.step()
             clip_analog(model)
             scheduler.step()

@@ -18,11 +18,22 @@ from mps.supernet.analog import training_noise
 def test_fair_paths_cover_every_operator_of_every_layer():
     allowed = {"a": ["analog", "int8", "fp16", "skip"], "b": ["int8", "fp16"], "c": ["fp16"]}
     for seed in range(20):
-        paths, counts = fair_paths(allowed, torch.Generator().manual_seed(seed))
+        paths, counts = fair_paths(allowed, torch.Generator().manual_seed(seed), skip_contexts=True)
         assert len(paths) == 4
         assert sorted(p["a"] for p in paths) == sorted(allowed["a"])       # exactly once each
         assert set(p["b"] for p in paths) == {"int8", "fp16"}               # each at least once
         assert sum(counts["b"].values()) == 4 and all(p["c"] == "fp16" for p in paths)
+
+
+def test_fair_paths_leave_skip_out_of_the_training_contexts_by_default():
+    """skip has no weights: by default no path removes a layer, and the weighted operators are
+    still each trained exactly once per step."""
+    allowed = {"a": ["analog", "int8", "fp16", "skip"], "b": ["int8", "fp16"], "c": ["skip", "fp16"]}
+    for seed in range(20):
+        paths, counts = fair_paths(allowed, torch.Generator().manual_seed(seed))
+        assert len(paths) == 3 and all("skip" not in p.values() for p in paths)
+        assert sorted(p["a"] for p in paths) == ["analog", "fp16", "int8"]
+        assert counts["a"]["skip"] == 0 and counts["c"] == {"skip": 0, "fp16": 3}
 
 
 def test_one_fair_step_updates_every_operator_exactly_once(tiny_supernet):
@@ -45,9 +56,9 @@ def test_one_fair_step_updates_every_operator_exactly_once(tiny_supernet):
     x, y = torch.randn(8, 1, 28, 28), torch.randint(10, (8,))
     _, counts = fair_step(supernet, x, y, opt, torch.Generator().manual_seed(0), "test")
     assert len(steps) == 1
-    k = max(len(l.op_names) for l in layers.values())
+    k = max(len([op for op in l.op_names if op != "skip"]) for l in layers.values())
     for (n, op), c in calls.items():
-        assert c == counts[n][op] >= 1
+        assert c == counts[n][op] >= (0 if op == "skip" else 1)
         assert sum(counts[n].values()) == k
         after = weights(layers[n].ops[op])
         if after and op != "skip":
@@ -159,8 +170,8 @@ def test_context_mixing_puts_that_share_of_layers_in_random_order():
         mixed += sum(1 for n in allowed if [p[n] for p in paths] != ["analog", "int8", "fp16"])
     share = mixed / 400
     assert 0.12 < share < 0.3  # 25 % drawn, a few of which land in the aligned order by chance
-    strict, _ = fair_paths(allowed, torch.Generator().manual_seed(0), mixing=1.0)
-    assert len(strict) == 4  # strict fairness: K = 4 operators, skip included
+    strict, _ = fair_paths(allowed, torch.Generator().manual_seed(0), mixing=1.0, skip_contexts=True)
+    assert len(strict) == 4  # strict fairness with skip as an operator: K = 4
 
 
 def test_random_path_is_one_valid_mapping(tiny_supernet):

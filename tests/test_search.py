@@ -214,6 +214,27 @@ def test_mps_search_is_deterministic(tiny, tmp_path):
         assert torch.equal(a.detach(), b)
 
 
+def test_mps_set_contains_the_uniform_anchors_and_no_mapping_they_dominate(tiny):
+    """Round 0 starts from the uniform paths, so no uniform mapping (measured by the same
+    evaluator, same seed) dominates a mapping of MPS's set."""
+    from mps.pareto import dominates
+    from mps.search.mps_search import uniform_paths
+
+    supernet = tiny[0]
+    params = tiny_params(**{"search.budget": 6, "search.iterations": 2, "search.pareto_size": 3,
+                            "search.alpha_steps": 10, "search.extraction_samples": 64})
+    anchors = uniform_paths(supernet)
+    assert [a[next(iter(a))] for a in anchors][:1] == ["analog"] and len(anchors) == 3
+    ev = make_evaluator(tiny, budget=params.search.budget, name="mps")
+    result = mps_search(supernet, ev, params.search, seed=3, log=lambda _msg: None)
+    evaluated = {e.key for e in result.evaluations}
+    assert {mapping_key(a) for a in anchors} <= evaluated
+    selected = ev.matrix(result.selected)
+    for anchor in anchors:
+        point = make_evaluator(tiny, budget=1).matrix([make_evaluator(tiny, budget=1).evaluate(anchor)])[0]
+        assert not any(dominates(point, row) for row in selected)
+
+
 # --------------------------------------------------------------------------- hypervolume reference
 def test_hypervolume_reference_is_shared():
     objectives = ["accuracy", "analog_mac_ratio", "digital_size_mb"]

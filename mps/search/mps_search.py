@@ -6,9 +6,13 @@ mapping's *score* is the sum over layers of ``log softmax(alpha)[operator]``
 search makes that score order mappings the way their true multi-objective Pareto ranks do
 (accuracy under drift max, analog MAC ratio max, digital memory min, ...):
 
-1. round 0 samples sub-networks uniformly, later rounds from the current softmax(alpha);
-   each is evaluated (counted against the budget) and all evaluated mappings so far are
-   ranked by non-dominated sorting;
+1. round 0 evaluates the supernet's uniform paths first (all-analog, all-int8, all-fp16: one
+   per operator with weights, the paths the adaptation trains as whole networks, and the
+   corners of the objective space), then samples sub-networks uniformly; later rounds sample
+   from the current softmax(alpha).  Each is evaluated (counted against the budget) and all
+   evaluated mappings so far are ranked by non-dominated sorting.  Without the anchors a
+   uniform draw over 4^10 mappings, most with a destructive ``skip`` somewhere, found no
+   mapping as good as the plain all-analog one, which then dominated MPS's whole set;
 2. only the alphas are fine-tuned (the operator weights stay frozen; the score does not
    even depend on them) with a pairwise logistic loss: for every pair with
    ``rank_i < rank_j``, ``-log sigmoid(score_i - score_j)`` (RankNet), Adam,
@@ -36,6 +40,7 @@ from mps.config import SearchConfig
 from mps.pareto import pareto_ranks
 from mps.search.objectives import Evaluation, ObjectiveEvaluator, mapping_key
 from mps.search.result import SearchResult, finish
+from mps.supernet.adapted import WIDE
 
 
 # --------------------------------------------------------------------------- scores
@@ -103,6 +108,15 @@ def finetune_alphas(supernet, mappings: Sequence[Mapping[str, str]], ranks: np.n
 
 
 # --------------------------------------------------------------------------- sampling
+def uniform_paths(supernet) -> list[dict[str, str]]:
+    """The uniform mapping of every operator with weights (``skip`` excluded), in the order the
+    operators first appear: the anchors of round 0."""
+    kinds = dict.fromkeys(op for ops in supernet.allowed.values() for op in ops if op != "skip")
+    # an adapted (MPAAS) candidate exists on its pairs only: the other layers of its path stay analog
+    return [supernet.tie(supernet.uniform_mapping(op, ("analog", "int8", "fp16") if op == WIDE else ("int8", "fp16")))
+            for op in kinds]
+
+
 def sample_from_alphas(supernet, generator: torch.Generator) -> dict[str, str]:
     """One mapping drawn from the supernet's distribution: per layer, softmax(alpha) over the
     operators the (possibly restricted) space allows; adapted pairs repaired to agree."""
@@ -214,7 +228,9 @@ def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed:
         for r, n in enumerate(rounds):
             n = min(n, evaluator.remaining - reserve)
             if r == 0:
-                draws = _fresh(evaluator, lambda: supernet.sample_mapping(generator), n, seen, 100 * n)
+                anchors = iter(uniform_paths(supernet))
+                draws = _fresh(evaluator, lambda: next(anchors, None) or supernet.sample_mapping(generator), n, seen,
+                               100 * n)
             else:
                 draws = _fresh(evaluator, lambda: sample_from_alphas(supernet, generator), n, seen, 100 * n)
                 if len(draws) < n:  # the distribution has collapsed: explore uniformly for the rest

@@ -298,7 +298,8 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         a = params.adapt
         steps = adapt_steps(params, len(splits.train[0]))
         return finetune(model, *splits.train, steps, a.batch_size, a.lr, a.momentum, a.weight_decay, params.seed,
-                        params.device, a.augment, black_fill(splits.manifest), desc="search analog_hwa")
+                        params.device, a.augment, black_fill(splits.manifest), desc="search analog_hwa",
+                        equalize=a.equalize_analog_lr)
 
     meta = {k: supernet.meta[k] for k in ("model_name", "model_id", "num_classes", "data_fingerprint",
                                           "input_shape") if k in supernet.meta}
