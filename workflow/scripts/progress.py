@@ -65,6 +65,8 @@ class Progress:
     def from_snakemake(cls, dag_jobs, **kwargs) -> "Progress":
         jobs = []
         for job in dag_jobs:
+            if not job.benchmark:  # target rules (all, default): nothing runs
+                continue
             label = "/".join(str(v) for _, v in job.wildcards.items()) if job.wildcards else ""
             jobs.append(_Job(job.rule.name, label, str(job.log[0]) if job.log else None,
                              str(job.benchmark) if job.benchmark else None))
