@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 
 from mps import plots
-from mps.artifacts import ArtifactError, atomic_write_text, read_json
+from mps.artifacts import ArtifactError, atomic_write_json, atomic_write_text, read_json
 from mps.config import ConfigError, Params
 from mps.pareto import REPORT_OBJECTIVES, REPORT_SENSES, normalized_hypervolume, report_bounds, to_minimization
 from mps.stages.evaluate import DRIFT_COLUMNS, FP32, RESULT_COLUMNS
@@ -42,7 +42,7 @@ from mps.tracking import Tracker
 from mps.units import drift_label, drift_title
 
 SENSITIVITY_COLUMNS = ["layer", "drift_time", "mean_drop", "std_drop"]
-OUTPUTS = ("report.md", "report.html", "pareto.png", "drift.png", "layers.png")
+OUTPUTS = ("report.md", "report.html", "pareto.png", "drift.png", "layers.png", "metrics.json")
 _MAXIMIZE_COLUMN = {"analog_mac_ratio": "Analog_MAC_Ratio_percent", "accuracy": "Accuracy_mean"}
 
 
@@ -419,14 +419,17 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
     atomic_write_text(out_dir / "report.md", render_markdown(title, sections))
     atomic_write_text(out_dir / "report.html", render_html(title, sections))
 
-    for name in OUTPUTS:
-        tracker.log_artifact(out_dir / name)
     metrics: dict[str, float] = {"constraint_met": float(chosen is not None)}
     if chosen is not None:
         metrics.update({f"selected.accuracy_{ref}": float(chosen["Accuracy_mean"]),
                         "selected.analog_mac_ratio_percent": float(chosen["Analog_MAC_Ratio_percent"]),
                         "selected.digital_size_mb": float(chosen["Digital_Size_MB"]),
+                        "selected.energy_uj": float(chosen["Energy_uJ_per_sample"]),
                         "selected.accuracy_drop": float(chosen["drop"])})
+    # the selected mapping, what `dvc metrics show` lists (the rest is in the report)
+    atomic_write_json(out_dir / "metrics.json", {k: round(v, 6) for k, v in metrics.items()})
+    for name in OUTPUTS:
+        tracker.log_artifact(out_dir / name)
     metrics.update({f"{m}.hypervolume_test": v for m, v in hv_test.items()})
     tracker.log_metrics(metrics)
     if chosen is not None:
