@@ -257,9 +257,10 @@ def crowding_distance(F_front: np.ndarray) -> np.ndarray:
 
     pymoo's pruning crowding distance (``"pcd"``) with nothing pruned: per objective, the gap
     between a point's neighbours over the front's range, averaged over the objectives; each
-    objective's extreme points get ``inf`` and a front of at most two points is all ``inf``.  Duplicated points are measured once: the first copy gets the distance of the
-    unique point and later copies get 0, so a selection by crowding never keeps two copies
-    while distinct points remain.  This is the distance :func:`select_pareto_subset` prunes by.
+    objective's extreme points get ``inf`` and a front of at most two points is all ``inf``.
+    Duplicated points are measured once: the first copy gets the distance of the unique point
+    and later copies get 0, so a selection by crowding never keeps two copies while distinct
+    points remain.  This is the distance :func:`select_pareto_subset` prunes by.
     """
     F = _as_matrix(F_front, name="F_front")
     if F.shape[0] == 0:
