@@ -8,7 +8,8 @@ daemon thread watches each job's files (its ``log:`` appears when it starts, its
 
 The estimate is each remaining stage's wall time in the reference run
 (``benchmarks/reference/2026-11-29-2core-epyc.md``, default params on 2 cores), scaled by how
-this run's finished stages compared with their reference times; it sharpens as stages end.
+this run's finished long stages (20 s or more in the reference) compared with their reference
+times; it sharpens as stages end.
 Workflow code, not library code: ``mps/`` knows nothing of it.
 """
 
@@ -84,7 +85,8 @@ class Progress:
         return changed
 
     def remaining_seconds(self) -> float:
-        done = [j for j in self.jobs if j.ended is not None]
+        # scale by the long stages only: a short one (prepare-data, report) is mostly start-up
+        done = [j for j in self.jobs if j.ended is not None and REFERENCE_SECONDS.get(j.rule, 10.0) >= 20.0]
         ref_done = sum(REFERENCE_SECONDS.get(j.rule, 10.0) for j in done)
         took = sum(j.ended - j.started for j in done)
         scale = took / ref_done if done and ref_done > 0 else 1.0
