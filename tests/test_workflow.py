@@ -287,7 +287,8 @@ def test_mlflow_server_compares_two_pipeline_runs(two_pipeline_runs, tmp_path):
         (p1, m1), (p2, m2) = headline
         assert {p1["budget.evaluate_repeats"], p2["budget.evaluate_repeats"]} == {"2", "3"}
         assert p1["model"] == p2["model"] == "resnet8"
-        assert set(m1) == set(m2), "the two runs line up metric by metric"
+        per_method = [{k for k in m if not k.startswith("selected.")} for m in (m1, m2)]  # selection may differ
+        assert per_method[0] == per_method[1], "the two runs line up metric by metric"
         # searched once: the same hypervolume of the search; evaluated differently: other test numbers
         assert m1["mps.mapping_seconds"] == m2["mps.mapping_seconds"]
         assert any(m1[k] != m2[k] for k in m1 if k.endswith("best_accuracy_1d") or k.endswith("accuracy_1y"))
