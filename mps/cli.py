@@ -264,11 +264,18 @@ def _costs(argv: list[str]) -> int:
     return ExitOK
 
 
+def _pipeline(argv: list[str]) -> int:
+    from mps.tracking import pipeline_main
+
+    return pipeline_main(argv)
+
+
 # Commands that are not pipeline stages (no params file, no MLflow run of their own).
 TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "select": ("pick one mapping from a Pareto set by constraint", _select),
     "compare": ("tabulate MLflow runs across pipeline runs (models, seeds, methods)", _compare),
     "costs": ("re-cost mapping files under other hardware profiles (CSV), no model run", _costs),
+    "pipeline": ("open/close a pipeline's MLflow parent run (a workflow engine's start/end hooks)", _pipeline),
 }
 
 

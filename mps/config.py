@@ -17,14 +17,12 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from mps.errors import ConfigError  # lives in the leaf module; `from mps.config import ConfigError` still works
+
 OPERATOR_NAMES = ("analog", "int8", "fp16", "skip")
 BUILTIN_MODELS = ("resnet8", "resnet20", "mobilenetv2", "vit_tiny")
 DATASETS = ("fashion-mnist", "cifar10")
 DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
-
-
-class ConfigError(ValueError):
-    """A configuration or input problem the user must fix; message is one line."""
 
 
 class _Section(BaseModel):

@@ -1,9 +1,13 @@
-"""Pareto utilities: dominance, non-dominated sorting, crowding, exact hypervolume.
+"""The project's Pareto conventions over pymoo's math.
 
 Why this module exists: the search stage ranks mappings by their multi-objective Pareto rank,
 picks "a Pareto set of K mappings", and the report compares methods by hypervolume with one
-shared reference point.  All of that must agree across stages and baselines, so it lives here,
-in plain numpy, independent of pymoo/optuna (the tests cross-check against both).
+shared reference point.  All of that must agree across stages and baselines, so the
+conventions (objective senses, fixed normalisation bounds, the reference point, input checks
+with one-line errors) live here, while the math is pymoo's: non-dominated sorting
+(:class:`NonDominatedSorting`), crowding and NSGA-II survival (:class:`RankAndCrowding`,
+pruning crowding distance), exact hypervolume (:class:`HV`).  The tests cross-check the
+results against optuna as well.
 
 Conventions
 -----------
@@ -40,8 +44,15 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import numpy as np
+from pymoo.core.population import Population
+from pymoo.core.problem import Problem
+from pymoo.indicators.hv import HV
+from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
+from pymoo.operators.survival.rank_and_crowding.metrics import get_crowding_function
+from pymoo.util.dominator import Dominator
+from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
-from mps.config import ConfigError
+from mps.errors import ConfigError
 
 __all__ = [
     "DEFAULT_REF",
@@ -207,7 +218,7 @@ def report_bounds(
 def dominates(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) -> bool:
     """Pareto dominance (minimisation): ``a <= b`` in every objective and ``<`` in at least one.
 
-    Equal points do not dominate each other.
+    Equal points do not dominate each other (pymoo's :class:`Dominator`).
     """
     a_arr = np.asarray(a, dtype=float).ravel()
     b_arr = np.asarray(b, dtype=float).ravel()
@@ -216,141 +227,56 @@ def dominates(a: np.ndarray | Sequence[float], b: np.ndarray | Sequence[float]) 
             f"dominates: points have {a_arr.size} and {b_arr.size} objectives; "
             "fix: compare points with the same objective columns"
         )
-    return bool(np.all(a_arr <= b_arr) and np.any(a_arr < b_arr))
-
-
-def _domination_matrix(F: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """``D[i, j]`` is True when point i dominates point j (chunked to bound memory)."""
-    n = F.shape[0]
-    D = np.zeros((n, n), dtype=bool)
-    for start in range(0, n, chunk):
-        block = F[start : start + chunk, None, :]  # (c, 1, d)
-        le = np.all(block <= F[None, :, :], axis=2)
-        lt = np.any(block < F[None, :, :], axis=2)
-        D[start : start + chunk] = le & lt
-    return D
+    return Dominator.get_relation(a_arr, b_arr) == 1
 
 
 def non_dominated_sort(F: np.ndarray) -> list[np.ndarray]:
-    """Fronts of point indices, best first (fast non-dominated sort, Deb et al. 2002).
+    """Fronts of point indices, best first (pymoo's :class:`NonDominatedSorting`).
 
     Each front is a sorted int array.  Equal points never dominate each other, so duplicates
-    land in the same front.  O(n^2 d) time, O(n^2) memory: fine for the few thousand points a
-    search produces.
+    land in the same front.
     """
     F = _as_matrix(F)
-    n = F.shape[0]
-    if n == 0:
+    if F.shape[0] == 0:
         return []
-    D = _domination_matrix(F)
-    n_dominating = D.sum(axis=0).astype(np.int64)  # how many points dominate j
-    assigned = np.zeros(n, dtype=bool)
-    fronts: list[np.ndarray] = []
-    current = np.flatnonzero(n_dominating == 0)
-    while current.size:
-        fronts.append(current)
-        assigned[current] = True
-        n_dominating -= D[current].sum(axis=0)
-        current = np.flatnonzero((n_dominating == 0) & ~assigned)
-    return fronts
+    return [np.sort(np.asarray(front, dtype=np.int64)) for front in NonDominatedSorting().do(F)]
 
 
 def pareto_ranks(F: np.ndarray) -> np.ndarray:
     """Pareto rank of every point (0 = first, non-dominated front); int array of length n."""
     F = _as_matrix(F)
-    ranks = np.full(F.shape[0], -1, dtype=np.int64)
-    for r, front in enumerate(non_dominated_sort(F)):
-        ranks[front] = r
-    return ranks
+    if F.shape[0] == 0:
+        return np.empty(0, dtype=np.int64)
+    _, ranks = NonDominatedSorting().do(F, return_rank=True)
+    return np.asarray(ranks, dtype=np.int64)
 
 
 # --------------------------------------------------------------------------- crowding
 def crowding_distance(F_front: np.ndarray) -> np.ndarray:
-    """NSGA-II crowding distance of each point of one front (larger = more isolated).
+    """Crowding distance of each point of one front (larger = more isolated).
 
-    Per objective, the extreme points get ``inf`` and an interior point adds the normalised
-    gap between its neighbours; an objective with zero range adds nothing.  Duplicated points
-    are measured once: the first copy gets the distance of the unique point and later copies
-    get 0, so a selection by crowding never keeps two copies while distinct points remain.
+    pymoo's pruning crowding distance (``"pcd"``) with nothing pruned: per objective, the gap
+    between a point's neighbours over the front's range, averaged over the objectives; each
+    objective's extreme points get ``inf`` and a front of at most two points is all ``inf``.
+    Duplicated points are measured once: the first copy gets the distance of the unique point
+    and later copies get 0, so a selection by crowding never keeps two copies while distinct
+    points remain.  This is the distance :func:`select_pareto_subset` prunes by.
     """
     F = _as_matrix(F_front, name="F_front")
-    n = F.shape[0]
-    if n == 0:
+    if F.shape[0] == 0:
         return np.empty(0)
-    uniq, first_idx, inverse = np.unique(F, axis=0, return_index=True, return_inverse=True)
-    inverse = inverse.reshape(-1)
-    m, d = uniq.shape
-    dist_u = np.zeros(m)
-    if m <= 2:
-        dist_u[:] = np.inf
-    else:
-        for j in range(d):
-            order = np.argsort(uniq[:, j], kind="stable")
-            col = uniq[order, j]
-            dist_u[order[0]] = np.inf
-            dist_u[order[-1]] = np.inf
-            span = col[-1] - col[0]
-            if not np.isfinite(span) or span <= 0:
-                # zero range adds nothing; an infinite value makes every finite gap negligible
-                continue
-            gaps = (col[2:] - col[:-2]) / span
-            dist_u[order[1:-1]] += gaps
-    out = np.zeros(n)
-    out[first_idx] = dist_u  # later duplicates stay at 0
-    return out
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero-range objective adds nothing
+        return np.asarray(get_crowding_function("pcd").do(F), dtype=float)
 
 
 # --------------------------------------------------------------------------- hypervolume
-def _hv2d(P: np.ndarray, ref: np.ndarray) -> float:
-    """2-D hypervolume of points strictly below ``ref`` (dominated points allowed)."""
-    order = np.lexsort((P[:, 1], P[:, 0]))
-    x = P[order, 0]
-    y_min = np.minimum.accumulate(P[order, 1])
-    widths = np.diff(np.append(x, ref[0]))
-    return float(np.sum(widths * (ref[1] - y_min)))
-
-
-def _hv(P: np.ndarray, ref: np.ndarray) -> float:
-    """Exact hypervolume by slicing along the last objective (HSO-style dimension sweep).
-
-    Points are sorted by the last objective; between consecutive levels the dominated region is
-    a prism whose base is the (d-1)-D hypervolume of the points seen so far.  The base set is
-    kept non-dominated incrementally, and its volume is only recomputed when it changes.
-    ``P`` must hold only points strictly below ``ref`` in every objective.
-    """
-    n, d = P.shape
-    if n == 0:
-        return 0.0
-    if d == 1:
-        return float(ref[0] - P[:, 0].min())
-    if d == 2:
-        return _hv2d(P, ref)
-    P = P[np.argsort(P[:, -1], kind="stable")]
-    base_ref = ref[:-1]
-    base = np.empty((0, d - 1))
-    base_vol = 0.0
-    total = 0.0
-    for i in range(n):
-        p = P[i, :-1]
-        # p joins the base unless some base point is <= p everywhere (covers duplicates)
-        if base.shape[0] == 0 or not np.any(np.all(base <= p, axis=1)):
-            keep = ~np.all(p <= base, axis=1)
-            base = np.vstack([base[keep], p[None, :]])
-            base_vol = _hv(base, base_ref)
-        upper = P[i + 1, -1] if i + 1 < n else ref[-1]
-        height = upper - P[i, -1]
-        if height > 0:
-            total += height * base_vol
-    return float(total)
-
-
 def hypervolume(F: np.ndarray, ref_point: np.ndarray | Sequence[float] | float) -> float:
     """Exact hypervolume of the region dominated by ``F`` and bounded by ``ref_point``.
 
-    ``F`` is (n_points, n_obj) in minimisation form, any number of objectives (exact for all;
-    intended for up to a few hundred points with 2..4 objectives).  ``ref_point`` must be
-    finite; a scalar is used for every objective.  Points not strictly better than the
-    reference in every objective contribute nothing; an empty set gives 0.0.
+    ``F`` is (n_points, n_obj) in minimisation form, any number of objectives (pymoo's
+    :class:`HV`, exact).  ``ref_point`` must be finite; a scalar is used for every objective.
+    Points not strictly better than the reference in every objective contribute nothing; an
+    empty set gives 0.0.
     """
     arr = np.asarray(F, dtype=float)
     ref_arr = np.asarray(ref_point, dtype=float)
@@ -371,8 +297,7 @@ def hypervolume(F: np.ndarray, ref_point: np.ndarray | Sequence[float] | float) 
             "F: a point has -inf in an objective, so the hypervolume is infinite; "
             "fix: drop or bound that point"
         )
-    P = np.unique(P, axis=0)
-    return _hv(P, ref)
+    return float(HV(ref_point=ref).do(P))
 
 
 # --------------------------------------------------------------------------- normalisation
@@ -429,10 +354,11 @@ def select_pareto_subset(
 ) -> np.ndarray:
     """Indices of up to ``k`` points taken from the best fronts, keeping the spread.
 
-    Whole fronts are taken in rank order while they fit (NSGA-II survival); from the front
-    that overflows, the most crowded point (smallest :func:`crowding_distance`) is removed one
-    at a time, recomputing distances after each removal, until ``k`` remain.  Ties are broken
-    at random by ``rng`` (a Generator or a seed; same seed -> same result).  With
+    pymoo's NSGA-II survival (:class:`RankAndCrowding` with the pruning crowding distance):
+    whole fronts are taken in rank order while they fit; from the front that overflows, the
+    most crowded point (smallest :func:`crowding_distance`) is removed one at a time,
+    recomputing distances after each removal, until ``k`` remain.  Ties are broken at random by
+    ``rng`` (a Generator or a seed; same seed -> same result).  With
     ``first_front_only`` only non-dominated points are eligible, so fewer than ``k`` may be
     returned.  The result is sorted by (rank, index).
     """
@@ -442,29 +368,13 @@ def select_pareto_subset(
             f"k: must be a non-negative integer, got {k!r}; fix: pass the number of points to keep"
         )
     gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    fronts = non_dominated_sort(F)
-    if first_front_only:
-        fronts = fronts[:1]
-    chosen: list[np.ndarray] = []
-    remaining = int(k)
-    for front in fronts:
-        if remaining <= 0:
-            break
-        if front.size <= remaining:
-            chosen.append(front)
-            remaining -= front.size
-            continue
-        members = front.copy()
-        # one random priority per point, fixed up front: deterministic tie-breaking
-        priority = gen.permutation(members.size)
-        while members.size > remaining:
-            cd = crowding_distance(F[members])
-            # smallest distance first; among equals, lowest random priority goes
-            worst = np.lexsort((priority, cd))[0]
-            members = np.delete(members, worst)
-            priority = np.delete(priority, worst)
-        chosen.append(np.sort(members))
-        remaining = 0
-    if not chosen:
+    ranks = pareto_ranks(F)
+    eligible = np.flatnonzero(ranks == 0) if first_front_only else np.arange(F.shape[0])
+    if k == 0 or eligible.size == 0:
         return np.empty(0, dtype=np.int64)
-    return np.concatenate(chosen).astype(np.int64)
+    survival = RankAndCrowding(crowding_func="pcd")
+    with np.errstate(invalid="ignore", divide="ignore"):  # a zero-range objective adds nothing
+        kept = survival.do(Problem(n_var=1, n_obj=F.shape[1]), Population.new(F=F[eligible]),
+                           n_survive=int(k), random_state=gen, return_indices=True)
+    chosen = eligible[np.asarray(kept, dtype=np.int64)]
+    return chosen[np.lexsort((chosen, ranks[chosen]))].astype(np.int64)

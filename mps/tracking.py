@@ -11,6 +11,18 @@ The default store is an embedded SQLite file ``mlflow.db`` in the working direct
 (MLflow >= 3.7's default; the old ``./mlruns`` file store is refused by newer MLflow);
 ``MLFLOW_TRACKING_URI`` overrides it (a server for a cluster).  A failed stage's run is
 marked FAILED with the error as a tag, an interrupted one KILLED, never left RUNNING.
+
+The parent run spans the pipeline.  A driver that knows when the whole pipeline starts and
+ends (Snakemake's ``onstart``/``onsuccess``/``onerror`` hooks, through ``mps pipeline
+start|end``) opens it RUNNING and closes it FINISHED or FAILED (:func:`start_pipeline`,
+:func:`end_pipeline`); the parent is then tagged ``mps.driver`` and stages leave its end to
+the driver.  Without a driver (``dvc repro``, a hand-run stage) each stage reopens the parent
+and the last stage to end closes it.  Either way a failing stage marks the parent FAILED and
+an interrupted one KILLED at once.  The report stage logs the pipeline's headline params and
+metrics to the parent (``Tracker.parent``), so pipeline runs compare side by side in the UI.
+
+The experiment is tagged ``mlflow.experimentKind = custom_model_development`` (MLflow's own
+tag for a model-training experiment, which its UI writes when a user picks the type).
 """
 
 from __future__ import annotations
@@ -24,6 +36,7 @@ from typing import Any, Iterator, Mapping, Protocol
 
 PIPELINE_ENV = "MPS_PIPELINE_ID"
 DISABLE_ENV = "MPS_NO_MLFLOW"
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
 
 class Tracker(Protocol):
@@ -33,10 +46,18 @@ class Tracker(Protocol):
     def log_metrics(self, metrics: Mapping[str, float], step: int | None = None) -> None: ...
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None: ...
     def set_tags(self, tags: Mapping[str, Any]) -> None: ...
+    @property
+    def parent(self) -> "Tracker":
+        """The pipeline's run, for the headline params and metrics of the whole pipeline."""
+        ...
 
 
 class NullTracker:
     """Tracker that records nothing (library use, unit tests)."""
+
+    @property
+    def parent(self) -> "NullTracker":
+        return self
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         pass
@@ -79,9 +100,14 @@ def _file_lock(path: Path) -> Iterator[None]:
 class MlflowTracker:
     """Tracker writing to one MLflow run."""
 
-    def __init__(self, client: Any, run_id: str):
+    def __init__(self, client: Any, run_id: str, parent_run_id: str | None = None):
         self.client = client
         self.run_id = run_id
+        self.parent_run_id = parent_run_id
+
+    @property
+    def parent(self) -> "MlflowTracker":
+        return MlflowTracker(self.client, self.parent_run_id) if self.parent_run_id else self
 
     def log_params(self, params: Mapping[str, Any]) -> None:
         from mlflow.entities import Param
@@ -126,24 +152,74 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
 def _experiment_id(client: Any, name: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        for key, value in EXPERIMENT_KIND.items():
+            if key not in exp.tags:  # a kind the user picked in the UI stays
+                client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
     artifacts = Path.cwd() / "mlartifacts"
-    return client.create_experiment(name, artifact_location=artifacts.as_uri())
+    return client.create_experiment(name, artifact_location=artifacts.as_uri(), tags=EXPERIMENT_KIND)
 
 
-def _parent_run_id(client: Any, experiment_id: str, pipeline_id: str) -> str:
+def _parent_run(client: Any, experiment_id: str, pipeline_id: str, driver: str | None = None) -> Any:
+    """The pipeline's run, created RUNNING if new (call under the store's file lock)."""
     found = client.search_runs(
         [experiment_id], filter_string=f"tags.`mps.pipeline_id` = '{pipeline_id}' and tags.`mps.role` = 'pipeline'",
         max_results=1,
     )
     if found:
-        return found[0].info.run_id
-    run = client.create_run(
-        experiment_id, run_name=f"pipeline-{pipeline_id[:24]}",
-        tags={"mps.pipeline_id": pipeline_id, "mps.role": "pipeline"},
-    )
-    client.set_terminated(run.info.run_id, "FINISHED")
-    return run.info.run_id
+        return found[0]
+    tags = {"mps.pipeline_id": pipeline_id, "mps.role": "pipeline", **({"mps.driver": driver} if driver else {})}
+    run = client.create_run(experiment_id, run_name=f"pipeline-{pipeline_id[:24]}", tags=tags)
+    return client.get_run(run.info.run_id)
+
+
+def _running_stages(client: Any, experiment_id: str, parent_id: str) -> int:
+    return len(client.search_runs(
+        [experiment_id], filter_string=f"tags.`mlflow.parentRunId` = '{parent_id}' and attributes.status = 'RUNNING'",
+        max_results=1000,
+    ))
+
+
+def _reopen(client: Any, run: Any) -> None:
+    if run.info.status != "RUNNING":
+        client.update_run(run.info.run_id, status="RUNNING")
+
+
+@contextlib.contextmanager
+def _store(experiment: str, client: Any = None) -> Iterator[tuple[Any, str]]:
+    """A client (new, or the one given) and the experiment id, under the store's file lock."""
+    from mlflow.tracking import MlflowClient
+
+    uri = tracking_uri()
+    with _file_lock(_lock_path(uri)):
+        client = client or MlflowClient(tracking_uri=uri)
+        yield client, _experiment_id(client, experiment)
+
+
+def start_pipeline(experiment: str, pipeline_id: str, driver: str) -> str | None:
+    """Open (or reopen) the pipeline's parent run RUNNING, ended by :func:`end_pipeline`."""
+    if os.environ.get(DISABLE_ENV) == "1":
+        return None
+    with _store(experiment) as (client, experiment_id):
+        run = _parent_run(client, experiment_id, pipeline_id, driver)
+        if run.data.tags.get("mps.driver") != driver:
+            client.set_tag(run.info.run_id, "mps.driver", driver)
+        _reopen(client, run)
+        return run.info.run_id
+
+
+def end_pipeline(experiment: str, pipeline_id: str, status: str) -> str | None:
+    """Close the pipeline's parent run: FINISHED, or FAILED unless a stage already marked it
+    FAILED or KILLED (an interruption stays KILLED)."""
+    if status not in ("FINISHED", "FAILED", "KILLED"):
+        raise ValueError(f"status {status!r}: use FINISHED, FAILED or KILLED")
+    if os.environ.get(DISABLE_ENV) == "1":
+        return None
+    with _store(experiment) as (client, experiment_id):
+        run = _parent_run(client, experiment_id, pipeline_id)
+        if status == "FINISHED" or run.info.status in ("RUNNING", "SCHEDULED", "FINISHED"):
+            client.set_terminated(run.info.run_id, status)
+        return run.info.run_id
 
 
 @contextlib.contextmanager
@@ -152,33 +228,73 @@ def stage_run(stage: str, params_digest: str, experiment: str, tags: Mapping[str
     if os.environ.get(DISABLE_ENV) == "1":
         yield NullTracker()
         return
-    from mlflow.tracking import MlflowClient
-
-    uri = tracking_uri()
     pipeline_id = os.environ.get(PIPELINE_ENV) or f"params-{params_digest}"
-    with _file_lock(_lock_path(uri)):
-        client = MlflowClient(tracking_uri=uri)
-        experiment_id = _experiment_id(client, experiment)
-        parent = _parent_run_id(client, experiment_id, pipeline_id)
-    all_tags = {
-        "mlflow.parentRunId": parent,
-        "mps.stage": stage,
-        "mps.role": "stage",
-        "mps.pipeline_id": pipeline_id,
-        "mps.params_digest": params_digest,
-        **{k: str(v) for k, v in (tags or {}).items()},
-    }
-    run = client.create_run(experiment_id, run_name=stage, tags=all_tags)
-    tracker = MlflowTracker(client, run.info.run_id)
+    with _store(experiment) as (client, experiment_id):
+        parent_run = _parent_run(client, experiment_id, pipeline_id)
+        parent = parent_run.info.run_id
+        driven = "mps.driver" in parent_run.data.tags
+        if not driven:
+            _reopen(client, parent_run)
+        all_tags = {
+            "mlflow.parentRunId": parent,
+            "mps.stage": stage,
+            "mps.role": "stage",
+            "mps.pipeline_id": pipeline_id,
+            "mps.params_digest": params_digest,
+            **{k: str(v) for k, v in (tags or {}).items()},
+        }
+        run = client.create_run(experiment_id, run_name=stage, tags=all_tags)
+    tracker = MlflowTracker(client, run.info.run_id, parent)
+
+    def close(status: str, error: str | None = None) -> None:
+        """End the stage's run; a failure or interruption ends the parent at once, and without
+        a driver the last stage to end closes it."""
+        with _store(experiment, client) as (_, experiment_id_):
+            if error is not None:
+                client.set_tag(run.info.run_id, "mps.error", error[:5000])
+            client.set_terminated(run.info.run_id, status)
+            if status != "FINISHED":
+                client.set_tag(parent, "mps.error", f"{stage}: {error}"[:5000])
+                client.set_terminated(parent, status)
+            elif not driven and _running_stages(client, experiment_id_, parent) == 0:
+                client.set_terminated(parent, "FINISHED")
+
     try:
         yield tracker
     except KeyboardInterrupt:
-        client.set_tag(run.info.run_id, "mps.error", "interrupted")
-        client.set_terminated(run.info.run_id, "KILLED")
+        close("KILLED", "interrupted")
         raise
     except BaseException as exc:
-        client.set_tag(run.info.run_id, "mps.error", f"{type(exc).__name__}: {exc}"[:5000])
-        client.set_terminated(run.info.run_id, "FAILED")
+        close("FAILED", f"{type(exc).__name__}: {exc}")
         raise
     else:
-        client.set_terminated(run.info.run_id, "FINISHED")
+        close("FINISHED")
+
+
+def pipeline_main(argv: list[str]) -> int:
+    """``mps pipeline start|end``: a driver (a workflow engine's start/end hooks) opens and
+    closes the pipeline's parent run; the pipeline id is ``$MPS_PIPELINE_ID``."""
+    import argparse
+    import sys
+
+    from mps.config import ConfigError, load_params
+
+    parser = argparse.ArgumentParser(prog="mps pipeline", description="open or close the MLflow parent run of one pipeline run")
+    parser.add_argument("action", choices=["start", "end"])
+    parser.add_argument("--params", default="params.yaml", help="params file (its mlflow.experiment)")
+    parser.add_argument("--driver", default="cli", help="what drives the pipeline (start; a tag on the run)")
+    parser.add_argument("--status", choices=["FINISHED", "FAILED", "KILLED"], default="FINISHED", help="end status")
+    args = parser.parse_args(argv)
+    pipeline_id = os.environ.get(PIPELINE_ENV)
+    try:
+        if not pipeline_id:
+            raise ConfigError(f"${PIPELINE_ENV} is not set; fix: export it once per pipeline run (the Snakefile does)")
+        experiment = load_params(args.params).mlflow.experiment
+    except ConfigError as exc:
+        print(f"mps pipeline: error: {exc}", file=sys.stderr)
+        return 2
+    if args.action == "start":
+        start_pipeline(experiment, pipeline_id, args.driver)
+    else:
+        end_pipeline(experiment, pipeline_id, args.status)
+    return 0

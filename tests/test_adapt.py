@@ -10,7 +10,8 @@ import torch
 from conftest import tiny_params
 from mps.config import NoiseRampConfig
 from mps.noise_schedule import layer_schedule, normalised_sensitivity, ramp_fraction, ramp_step_at
-from mps.stages.adapt import analog_choice_layers, apply_noise_fraction, fair_paths, fair_step, path_loss
+from mps.stages.adapt import (HEADLINE_EVIDENCE, analog_choice_layers, apply_noise_fraction, fair_paths, fair_step,
+                              path_loss)
 from mps.supernet import load_supernet
 from mps.supernet.analog import training_noise
 
@@ -130,8 +131,10 @@ def test_adapt_stage_on_tiny_profile(tmp_path, tiny_data, tiny_pretrained):
     params = tiny_params(**{"adapt.evidence_examples": 50, "adapt.distillation": 0.5})
     metrics = run(params, tiny_data, tiny_pretrained, tmp_path / "adapt", tmp_path / "work", NullTracker())
     assert (tmp_path / "adapt" / "supernet.pt").exists()
-    saved = json.loads((tmp_path / "adapt" / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "adapt" / "evidence.json").read_text())
     assert saved == metrics
+    headline = json.loads((tmp_path / "adapt" / "metrics.json").read_text())
+    assert headline == {k: metrics[k] for k in HEADLINE_EVIDENCE}
     for key in ("adapted_analog.accuracy_drift", "pretrained_analog.accuracy_drift", "adapted_int8.accuracy",
                 "adapted_fp16.accuracy", "pretrained.accuracy", "fairness_seconds", "noise_seconds",
                 "adapted_analog.accuracy_1d", "adapted_analog.accuracy_1y_std", "pretrained_analog.accuracy_1y",

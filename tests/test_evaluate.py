@@ -226,11 +226,14 @@ def test_outputs_have_the_paper_columns(digital_run):
         at_ref = rows[rows["drift_time"] == 86400.0]["accuracy"]
         assert results.set_index("Mapping").loc[name, "Accuracy_mean"] == pytest.approx(at_ref.mean())
 
-    metrics = json.loads((out / "metrics.json").read_text())
+    metrics = json.loads((out / "methods.json").read_text())
     assert set(metrics) == {"fp32", "fp16", "int8", "random"}
     assert set(metrics["fp32"]) == {"accuracy"}
     assert {"accuracy_1s", "accuracy_1d", "accuracy_1y", "accuracy_1d_std"} <= set(metrics["int8"])
     assert metrics["int8"]["accuracy_1d"] == results.set_index("Mapping").loc["int8-all", "Accuracy_mean"]
+    headline = json.loads((out / "metrics.json").read_text())  # what `dvc metrics show` lists
+    assert headline["fp32"] == metrics["fp32"]
+    assert headline["int8"] == {k: metrics["int8"][k] for k in ("accuracy_1d", "accuracy_1y")}
 
 
 def test_mlflow_metric_names_and_artifacts(digital_run):
@@ -246,7 +249,7 @@ def test_mlflow_metric_names_and_artifacts(digital_run):
     assert "fp32.accuracy" in metrics and "int8.accuracy_1d" in metrics
     assert "timing.inference_seconds" in metrics and metrics["evaluate_seconds"] > 0
     logged = {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert {"results.csv", "drift.csv", "metrics.json"} <= logged
+    assert {"results.csv", "drift.csv", "metrics.json", "methods.json"} <= logged
 
 
 def test_work_dir_is_cleared_and_profile_printed(digital_run):
@@ -275,7 +278,7 @@ def test_resume_skips_mappings_already_done(digital_run, tiny_data, tiny_superne
     summary = ev.run(params, tiny_data, tiny_supernet, tiny_pretrained, mappings, out, work, tracker)
     assert summary["resumed"] == ["fp16-all"]
     assert summary["evaluated"] == ["fp32", "int8-all", "random-00"]
-    for name in ("results.csv", "drift.csv", "metrics.json"):
+    for name in ("results.csv", "drift.csv", "metrics.json", "methods.json"):
         assert (out / name).read_bytes() == (digital_run["out"] / name).read_bytes(), name
     assert "fp16-all.accuracy_1d" in tracker.metrics  # resumed mappings are logged too
     assert not work.exists()

@@ -174,3 +174,44 @@ def test_bad_inputs_fail_before_any_output(tiny_run, tmp_path):
         rp.run(_params(**{"evaluate.drift_times": [3600.0], "evaluate.reference_time": 3600.0}),
                tiny_run["evaluate"], tiny_run["search"], tiny_run["calibrate"], tmp_path / "out", NullTracker())
     assert not (tmp_path / "out").exists()
+
+
+class _Recorder(NullTracker):
+    """Records what is logged; its ``parent`` (the pipeline's run) is a second recorder."""
+
+    def __init__(self, parent: "_Recorder | None" = None):
+        self.params, self.metrics, self._parent = {}, {}, parent
+
+    def log_params(self, params):
+        self.params.update(params)
+
+    def log_metrics(self, metrics, step=None):
+        self.metrics.update(metrics)
+
+    @property
+    def parent(self):
+        return self._parent or self
+
+
+def test_report_logs_the_pipeline_headline_to_the_parent_run(tiny_run, tmp_path):
+    pipeline = _Recorder()
+    params = _params(**{"report.max_acc_drop": 100.0})
+    rp.run(params, tiny_run["evaluate"], tiny_run["search"], tiny_run["calibrate"], tmp_path / "r", _Recorder(pipeline))
+    assert pipeline.params["model"] == "resnet8" and pipeline.params["dataset"] == "fashion-mnist"
+    assert pipeline.params["budget.search_evaluations"] == params.search.budget
+    assert {"search_space", "hardware_profile", "budget.evaluate_repeats"} <= set(pipeline.params)
+    results = pd.read_csv(tiny_run["evaluate"] / "results.csv")
+    best = results[results["Method"] == "mps"]["Accuracy_mean"].max()
+    assert pipeline.metrics["mps.best_accuracy_1d"] == pytest.approx(best)
+    assert pipeline.metrics["mps.mapping_seconds"] == 12.5  # search.json's search time
+    for key in ("mps.accuracy_1y", "mps.energy_uj", "mps.hypervolume", "int8.energy_uj", "selected.energy_uj"):
+        assert key in pipeline.metrics, key
+    saved = json.loads((tmp_path / "r" / "metrics.json").read_text())  # the DVC headline
+    assert saved["constraint_met"] == 1.0 and "selected.energy_uj" in saved
+
+    # in a sweep the grid's reports share one parent: their keys carry the run
+    pipeline = _Recorder()
+    params = _params(**{"sweep.seeds": [0, 1]})
+    rp.run(params, tiny_run["evaluate"], tiny_run["search"], tiny_run["calibrate"], tmp_path / "s", _Recorder(pipeline))
+    assert "fashion-mnist/resnet8/s0/mps.best_accuracy_1d" in pipeline.metrics
+    assert "fashion-mnist/resnet8/s0/model" in pipeline.params

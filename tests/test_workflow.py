@@ -62,11 +62,11 @@ RUN = "results/fashion-mnist/resnet8/s0"
 FINAL_OUTPUTS = [
     "results/data/fashion-mnist/manifest.json",
     f"{RUN}/pretrain/model.pt", f"{RUN}/pretrain/metrics.json",
-    f"{RUN}/adapt/supernet.pt", f"{RUN}/adapt/metrics.json",
+    f"{RUN}/adapt/supernet.pt", f"{RUN}/adapt/metrics.json", f"{RUN}/adapt/evidence.json",
     f"{RUN}/calibrate/sensitivity.csv", f"{RUN}/calibrate/noise_schedule.json",
-    f"{RUN}/search/pareto.csv", f"{RUN}/search/search.json",
-    f"{RUN}/evaluate/results.csv", f"{RUN}/evaluate/drift.csv",
-    f"{RUN}/report/report.html", f"{RUN}/report/report.md", f"{RUN}/report/pareto.png",
+    f"{RUN}/search/pareto.csv", f"{RUN}/search/search.json", f"{RUN}/search/metrics.json",
+    f"{RUN}/evaluate/results.csv", f"{RUN}/evaluate/drift.csv", f"{RUN}/evaluate/methods.json",
+    f"{RUN}/report/report.html", f"{RUN}/report/report.md", f"{RUN}/report/pareto.png", f"{RUN}/report/metrics.json",
     "results/summary/summary.csv", "results/summary/summary.md",
 ]
 
@@ -117,13 +117,28 @@ def test_snakemake_runs_tiny_pipeline_end_to_end(snakemake_run):
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
+def _leaf_keys(obj, prefix: str = "") -> set[str]:
+    if isinstance(obj, dict):
+        return set().union(*(_leaf_keys(v, f"{prefix}{k}.") for k, v in obj.items())) if obj else set()
+    return {prefix[:-1]}
+
+
 @pytest.mark.e2e
 def test_dvc_repro_runs_tiny_pipeline_and_shows_metrics(dvc_run):
     repo = dvc_run
     for rel in FINAL_OUTPUTS:
         assert (repo / rel).exists(), rel
-    shown = _run(["dvc", "metrics", "show", "--json"], repo).stdout
-    assert "test_accuracy" in shown
+    shown = json.loads(_run(["dvc", "metrics", "show", "--json"], repo).stdout)
+    files = shown["workspace"]["data"]
+    columns = set()
+    for entry in files.values():
+        columns |= _leaf_keys(entry["data"])
+    assert {"test_accuracy", "adapted_analog.accuracy_drift", "mps.hypervolume", "mps.search_seconds",
+            "mps.accuracy_1d", "mps.accuracy_1y", "constraint_met"} <= columns
+    # a table a person can read: a few dozen columns, not the details (per-layer alphas, versions)
+    assert len(columns) < 48, sorted(columns)
+    table = _run(["dvc", "metrics", "show"], repo).stdout
+    assert "test_accuracy" in table and "provenance" not in table and "alpha" not in table
     status = _run(["dvc", "status"], repo).stdout
     assert "changed" not in status
 
@@ -184,3 +199,110 @@ def test_snakemake_and_dvc_describe_the_same_pipeline(tmp_path):
         assert smk[stage][1], f"{stage}: no outputs parsed"
         assert smk[stage][1] == dvc[stage][1], f"{stage}: outputs differ"
         assert smk[stage][0] == dvc[stage][0], f"{stage}: data inputs differ"
+
+
+# --------------------------------------------------------------------------- MLflow, as a user sees it
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def _rest(base: str, path: str, body: dict | None = None) -> dict:
+    import urllib.request
+
+    data = None if body is None else json.dumps(body).encode()
+    req = urllib.request.Request(base + path, data=data, headers={"Content-Type": "application/json"},
+                                 method="GET" if body is None else "POST")
+    with urllib.request.urlopen(req, timeout=30) as resp:
+        return json.loads(resp.read().decode())
+
+
+@pytest.fixture(scope="module")
+def two_pipeline_runs(snakemake_run, tmp_path_factory) -> Path:
+    """The tiny Snakemake run, copied, then run again with other params (evaluate.repeats 2 -> 3:
+    only evaluate, report and aggregate rerun): two pipeline runs in one MLflow store."""
+    import yaml
+
+    repo = tmp_path_factory.mktemp("smk2") / "repo"
+    shutil.copytree(snakemake_run, repo, symlinks=True)
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params["evaluate"]["repeats"] = 3
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default"], repo)
+    assert "[mps] 3/3 stages done" in proc.stderr, proc.stderr[-3000:]  # the progress lines
+    return repo
+
+
+@pytest.mark.e2e
+def test_mlflow_server_compares_two_pipeline_runs(two_pipeline_runs, tmp_path):
+    """`mlflow server` on the store of two pipeline runs: over its REST API (what the UI reads),
+    each parent run spans its stages, carries the headline params and metrics, and the two
+    differ where their params differ."""
+    import time
+    import urllib.error
+
+    port = _free_port()
+    base = f"http://127.0.0.1:{port}"
+    server = subprocess.Popen(
+        ["mlflow", "server", "--backend-store-uri", f"sqlite:///{two_pipeline_runs / 'mlflow.db'}",
+         "--host", "127.0.0.1", "--port", str(port), "--workers", "1"],
+        cwd=tmp_path, env=_env(tmp_path), stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
+        start_new_session=True)
+    try:
+        deadline = time.monotonic() + 300  # a loaded 2-core machine takes minutes to import mlflow
+        while True:
+            try:
+                _rest(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=mps-tiny")
+                break
+            except (urllib.error.URLError, ConnectionError, OSError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("mlflow server did not answer:\n" + (tmp_path / "server.log").read_text()[-3000:])
+                time.sleep(1)
+        exp = _rest(base, "/api/2.0/mlflow/experiments/get-by-name?experiment_name=mps-tiny")["experiment"]
+        assert {"key": "mlflow.experimentKind", "value": "custom_model_development"} in exp["tags"]
+        runs = _rest(base, "/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]],
+                                                           "max_results": 1000})["runs"]
+        tags = [{t["key"]: t["value"] for t in r["data"].get("tags", [])} for r in runs]
+        parents = [(r, t) for r, t in zip(runs, tags) if t.get("mps.role") == "pipeline"]
+        assert len(parents) == 2, "one parent run per pipeline run"
+        headline = []
+        for parent, _ in parents:
+            info = parent["info"]
+            assert info["status"] == "FINISHED"
+            children = [r["info"] for r, t in zip(runs, tags) if t.get("mlflow.parentRunId") == info["run_id"]]
+            assert children and all(c["status"] == "FINISHED" for c in children)
+            # the parent spans its stages (start before the first, end after the last)
+            assert int(info["start_time"]) <= min(int(c["start_time"]) for c in children)
+            assert int(info["end_time"]) >= max(int(c["end_time"]) for c in children)
+            params = {p["key"]: p["value"] for p in parent["data"]["params"]}
+            metrics = {m["key"]: m["value"] for m in parent["data"]["metrics"]}
+            assert {"model", "dataset", "search_space", "hardware_profile", "budget.search_evaluations"} <= set(params)
+            for key in ("mps.best_accuracy_1d", "mps.accuracy_1y", "mps.hypervolume", "mps.mapping_seconds",
+                        "mps.energy_uj", "analog.best_accuracy_1d", "constraint_met"):
+                assert key in metrics, key
+            headline.append((params, metrics))
+        (p1, m1), (p2, m2) = headline
+        assert {p1["budget.evaluate_repeats"], p2["budget.evaluate_repeats"]} == {"2", "3"}
+        assert p1["model"] == p2["model"] == "resnet8"
+        per_method = [{k for k in m if not k.startswith("selected.")} for m in (m1, m2)]  # selection may differ
+        assert per_method[0] == per_method[1], "the two runs line up metric by metric"
+        # searched once: the same hypervolume of the search; evaluated differently: other test numbers
+        assert m1["mps.mapping_seconds"] == m2["mps.mapping_seconds"]
+        assert any(m1[k] != m2[k] for k in m1 if k.endswith("best_accuracy_1d") or k.endswith("accuracy_1y"))
+        # the UI a user opens
+        import urllib.request
+
+        with urllib.request.urlopen(base + "/", timeout=30) as resp:
+            assert resp.status == 200 and b"<html" in resp.read().lower()
+    finally:
+        import signal
+
+        os.killpg(server.pid, signal.SIGTERM)
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(server.pid, signal.SIGKILL)
+            server.wait()

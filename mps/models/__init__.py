@@ -14,7 +14,7 @@ from typing import Callable
 
 from torch import nn
 
-from mps.config import ConfigError
+from mps.errors import ConfigError
 from mps.models.mobilenetv2 import mobilenetv2
 from mps.models.resnet import resnet8, resnet20
 from mps.models.vit import vit_tiny

@@ -18,6 +18,8 @@ writes ``pareto.png``, ``drift.png``, ``layers.png``, ``report.md`` and ``report
   under every profile in the folder of ``params.hardware_profile`` (``hardware/``), each as
   written and with ``per_active`` analog energy, so a reader sees under which assumptions
   analog wins (:func:`profiles_table`; ``mps costs`` does the same for any mapping folder).
+* The pipeline's headline params and metrics (:func:`headline`) go to the MLflow parent run,
+  where pipeline runs are compared side by side.
 * Deterministic: no timestamps; the same inputs give the same files.  The HTML is
   self-contained (inline CSS, no JavaScript, no web fonts) and shows the PNGs by relative
   path, so the folder can be moved or served as is.
@@ -34,7 +36,7 @@ import numpy as np
 import pandas as pd
 
 from mps import plots
-from mps.artifacts import ArtifactError, atomic_write_text, read_json
+from mps.artifacts import ArtifactError, atomic_write_json, atomic_write_text, read_json
 from mps.config import ConfigError, Params
 from mps.pareto import REPORT_OBJECTIVES, REPORT_SENSES, normalized_hypervolume, report_bounds, to_minimization
 from mps.stages.evaluate import DRIFT_COLUMNS, FP32, RESULT_COLUMNS
@@ -44,7 +46,7 @@ from mps.tracking import Tracker
 from mps.units import drift_label, drift_title
 
 SENSITIVITY_COLUMNS = ["layer", "drift_time", "mean_drop", "std_drop"]
-OUTPUTS = ("report.md", "report.html", "pareto.png", "drift.png", "layers.png")
+OUTPUTS = ("report.md", "report.html", "pareto.png", "drift.png", "layers.png", "metrics.json")
 _MAXIMIZE_COLUMN = {"analog_mac_ratio": "Analog_MAC_Ratio_percent", "accuracy": "Accuracy_mean"}
 
 
@@ -223,6 +225,56 @@ def sensitivity_at(sensitivity: pd.DataFrame, reference_time: float) -> tuple[pd
     t = float(times[np.argmin(np.abs(np.log(times) - math.log(reference_time)))])
     rows = sensitivity[sensitivity["drift_time"].astype(float) == t]
     return rows.set_index("layer")["mean_drop"].astype(float), t
+
+
+ONE_YEAR = 365 * 86400.0
+
+
+def headline(params: Params, results: pd.DataFrame, drift: pd.DataFrame, per_method: pd.DataFrame,
+             hv_test: dict[str, float], chosen: pd.Series | None) -> tuple[dict[str, Any], dict[str, float]]:
+    """The params and metrics a whole pipeline run is compared by (logged to the parent run).
+
+    Params: model, data set, seed, search space, hardware profile and the budgets.  Metrics
+    per method, of its most accurate mapping at the reference time: that accuracy, its
+    accuracy at one year (when evaluated), its energy; the method's hypervolume on the test
+    results and its mapping time (search seconds, when the search reported it); and the
+    mapping the constraint selected.  In a sweep every key is prefixed with
+    ``<dataset>/<model>/s<seed>/``, so the grid's reports share one parent without clashing."""
+    ref = drift_label(float(params.evaluate.reference_time))
+    run_params: dict[str, Any] = {
+        "model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
+        "search_space": params.space.search_space, "hardware_profile": params.hardware_profile,
+        "budget.search_evaluations": params.search.budget, "budget.pretrain_epochs": params.pretrain.epochs,
+        "budget.adapt_epochs": params.adapt.fairness_epochs + params.adapt.noise_epochs,
+        "budget.evaluate_repeats": params.evaluate.repeats, "reference_time": params.evaluate.reference_time,
+        "data.subset": params.data.subset.model_dump() if params.data.subset is not None else "full",
+    }
+    metrics: dict[str, float] = {}
+    search = per_method.set_index("Method")
+    year = drift[drift["drift_time"].astype(float) == ONE_YEAR]
+    for _, row in plots.best_per_method(results).iterrows():
+        m = str(row["Method"])
+        metrics[f"{m}.best_accuracy_{ref}"] = float(row["Accuracy_mean"])
+        metrics[f"{m}.energy_uj"] = float(row["Energy_uJ_per_sample"])
+        at_year = year[year["mapping"] == row["Mapping"]]["accuracy"]
+        if len(at_year):
+            metrics[f"{m}.accuracy_1y"] = float(at_year.astype(float).mean())
+        if m in hv_test:
+            metrics[f"{m}.hypervolume"] = float(hv_test[m])
+        seconds = search.loc[m, "search_seconds"] if m in search.index else float("nan")
+        if math.isfinite(float(seconds)):
+            metrics[f"{m}.mapping_seconds"] = float(seconds)
+    metrics["constraint_met"] = float(chosen is not None)
+    if chosen is not None:
+        metrics.update({f"selected.accuracy_{ref}": float(chosen["Accuracy_mean"]),
+                        "selected.energy_uj": float(chosen["Energy_uJ_per_sample"]),
+                        "selected.analog_mac_ratio_percent": float(chosen["Analog_MAC_Ratio_percent"])})
+    sweep = params.sweep
+    if sweep.datasets or sweep.models or sweep.seeds:
+        prefix = f"{params.data.dataset}/{params.model.name}/s{params.seed}/"
+        run_params = {prefix + k: v for k, v in run_params.items()}
+        metrics = {prefix + k: v for k, v in metrics.items()}
+    return run_params, metrics
 
 
 # --------------------------------------------------------------------------- rendering
@@ -405,18 +457,24 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
     atomic_write_text(out_dir / "report.md", render_markdown(title, sections))
     atomic_write_text(out_dir / "report.html", render_html(title, sections))
 
-    for name in OUTPUTS:
-        tracker.log_artifact(out_dir / name)
     metrics: dict[str, float] = {"constraint_met": float(chosen is not None)}
     if chosen is not None:
         metrics.update({f"selected.accuracy_{ref}": float(chosen["Accuracy_mean"]),
                         "selected.analog_mac_ratio_percent": float(chosen["Analog_MAC_Ratio_percent"]),
                         "selected.digital_size_mb": float(chosen["Digital_Size_MB"]),
+                        "selected.energy_uj": float(chosen["Energy_uJ_per_sample"]),
                         "selected.accuracy_drop": float(chosen["drop"])})
+    # the selected mapping, what `dvc metrics show` lists (the rest is in the report)
+    atomic_write_json(out_dir / "metrics.json", {k: round(v, 6) for k, v in metrics.items()})
+    for name in OUTPUTS:
+        tracker.log_artifact(out_dir / name)
     metrics.update({f"{m}.hypervolume_test": v for m, v in hv_test.items()})
     tracker.log_metrics(metrics)
     if chosen is not None:
         tracker.set_tags({"mps.selected_mapping": chosen["Mapping"]})
+    run_params, run_metrics = headline(params, results, drift, per_method, hv_test, chosen)
+    tracker.parent.log_params(run_params)
+    tracker.parent.log_metrics(run_metrics)
     print(f"report: {verdict.replace('**', '')}")
     return {"selected": None if chosen is None else str(chosen["Mapping"]), "verdict": verdict,
             "layers_mapping": layer_name, "metrics": metrics}

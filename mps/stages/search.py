@@ -15,7 +15,9 @@ Outputs (into ``--out``):
   within its method and over all methods;
 * ``search.json``: per method the search time, evaluations used, hypervolume of its set and
   number of mappings; every hypervolume uses the same fixed normalisation
-  (:func:`mps.pareto.report_bounds` with the FP32 model's digital size) and reference point.
+  (:func:`mps.pareto.report_bounds` with the FP32 model's digital size) and reference point;
+* ``metrics.json``: the headline of ``search.json`` (per method its hypervolume and search
+  time), what ``dvc metrics show`` lists.
 
 Resumable per method: a finished method's result is kept in the work folder and reused by a
 rerun with the same inputs and params (its recorded search time included).
@@ -361,10 +363,13 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
                          save_model)
     atomic_write_text(out_dir / "pareto.csv", table.to_csv(index=False))
     atomic_write_json(out_dir / "search.json", summary)
+    atomic_write_json(out_dir / "metrics.json", {
+        m: {"hypervolume": e["hypervolume"], "search_seconds": e["search_seconds"]}
+        for m, e in summary["methods"].items()})
     state.clear()
 
     tracker.log_metrics(metrics)
-    for name in ("mappings", "pareto.csv", "search.json"):
+    for name in ("mappings", "pareto.csv", "search.json", "metrics.json"):
         tracker.log_artifact(out_dir / name, "mappings" if name == "mappings" else None)
     for method, entry in summary["methods"].items():
         print(f"search: {method}: hypervolume {entry['hypervolume']:.4f}, {entry['mappings']} mapping(s), "

@@ -329,7 +329,7 @@ def test_interrupted_adapt_resumes_to_the_same_result(tmp_path, tiny_data, tiny_
                                        "adapt.evidence_examples": 50})
     ref, out, resumed = _reference_interrupted_resumed(
         tmp_path, "adapt", ["--params", str(params), "--data", str(tiny_data), "--pretrained", str(tiny_pretrained)],
-        "last.pt", signal.SIGTERM, ("supernet.pt", "metrics.json"))
+        "last.pt", signal.SIGTERM, ("supernet.pt", "metrics.json", "evidence.json"))
     assert "resuming after epoch" in resumed.stdout
     a = torch.load(ref / "supernet.pt", weights_only=False)["state_dict"]
     b = torch.load(out / "supernet.pt", weights_only=False)["state_dict"]
@@ -388,6 +388,6 @@ def test_interrupted_evaluate_leaves_no_output_and_resumes_to_the_same_tables(tm
     ref, out, _ = _reference_interrupted_resumed(
         tmp_path, "evaluate", ["--params", str(params), "--data", str(tiny_data), "--supernet", str(tiny_supernet),
                                "--pretrained", str(tiny_pretrained), "--mappings", str(maps)],
-        "evaluate-partial.json", signal.SIGTERM, ("results.csv", "drift.csv", "metrics.json"))
-    for name in ("results.csv", "drift.csv", "metrics.json"):
+        "evaluate-partial.json", signal.SIGTERM, ("results.csv", "drift.csv", "metrics.json", "methods.json"))
+    for name in ("results.csv", "drift.csv", "metrics.json", "methods.json"):
         assert (out / name).read_bytes() == (ref / name).read_bytes(), name

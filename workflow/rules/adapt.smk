@@ -5,6 +5,7 @@ rule adapt:
     output:
         supernet=run_dir("adapt") + "/supernet.pt",
         metrics=run_dir("adapt") + "/metrics.json",
+        evidence=run_dir("adapt") + "/evidence.json",
     params:
         digest=section_digest("seed", "space", "adapt", "hardware_profile", "device"),
         out=run_dir("adapt"),

@@ -8,6 +8,7 @@ rule evaluate:
         results=run_dir("evaluate") + "/results.csv",
         drift=run_dir("evaluate") + "/drift.csv",
         metrics=run_dir("evaluate") + "/metrics.json",
+        methods=run_dir("evaluate") + "/methods.json",
     params:
         digest=section_digest("seed", "evaluate", "device"),
         out=run_dir("evaluate"),

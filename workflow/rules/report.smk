@@ -9,6 +9,7 @@ rule report:
     output:
         markdown=run_dir("report") + "/report.md",
         html=run_dir("report") + "/report.html",
+        metrics=run_dir("report") + "/metrics.json",
         pareto_plot=run_dir("report") + "/pareto.png",
         drift_plot=run_dir("report") + "/drift.png",
         layers_plot=run_dir("report") + "/layers.png",

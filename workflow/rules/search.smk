@@ -8,6 +8,7 @@ rule search:
         mappings=directory(run_dir("search") + "/mappings"),
         pareto=run_dir("search") + "/pareto.csv",
         summary=run_dir("search") + "/search.json",
+        metrics=run_dir("search") + "/metrics.json",
     params:
         digest=section_digest("seed", "search", "device"),
         out=run_dir("search"),
