@@ -123,12 +123,23 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
     return out
 
 
-def _experiment_id(client: Any, name: str) -> str:
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: ``mlartifacts/`` beside the SQLite file of
+    the store, so that the artifacts go with the runs that name them (not into whatever the
+    working directory is when the experiment happens to be created: a test run from the
+    repository once left a run's ``search.json`` in the user's ``mlartifacts/``); ``None`` for
+    any other store, whose server has its own artifact root."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).resolve()
+        return (db.parent / "mlartifacts").as_uri()
+    return None
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         return exp.experiment_id
-    artifacts = Path.cwd() / "mlartifacts"
-    return client.create_experiment(name, artifact_location=artifacts.as_uri())
+    return client.create_experiment(name, artifact_location=artifact_location(uri))
 
 
 def _parent_run_id(client: Any, experiment_id: str, pipeline_id: str) -> str:
@@ -158,7 +169,7 @@ def stage_run(stage: str, params_digest: str, experiment: str, tags: Mapping[str
     pipeline_id = os.environ.get(PIPELINE_ENV) or f"params-{params_digest}"
     with _file_lock(_lock_path(uri)):
         client = MlflowClient(tracking_uri=uri)
-        experiment_id = _experiment_id(client, experiment)
+        experiment_id = _experiment_id(client, experiment, uri)
         parent = _parent_run_id(client, experiment_id, pipeline_id)
     all_tags = {
         "mlflow.parentRunId": parent,

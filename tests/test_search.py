@@ -294,3 +294,8 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
         for key in ("hypervolume", "search_seconds", "evaluations"):
             assert f"{method}.{key}" in logged
     assert logged["mps.evaluations"] == budget
+    # the run's artifacts live beside its store (here the test's folder), not in the working tree
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    artifacts = client.get_run(run_id).info.artifact_uri
+    assert artifacts.startswith((tmp_path / "mlartifacts").as_uri() + "/"), artifacts
+    assert list((tmp_path / "mlartifacts").rglob("search.json"))
