@@ -174,12 +174,54 @@ def preflight(stage: str, params: Params) -> None:
     from mps.cost_model import load_hardware_profile
 
     check_user_model(params.model.name)
+    for name in params.sweep.models:
+        try:
+            check_user_model(name)
+        except ConfigError as exc:
+            raise ConfigError(f"sweep.models: {str(exc).removeprefix('model.name: ')}") from None
     load_hardware_profile(params.hardware_profile)
+    check_space_names(params)
     if stage == "prepare-data":
         root = params.data.resolved_root()
         if not root.is_dir():
             raise ConfigError(f"data.root: folder {root} does not exist; fix: set data.root to the data set's folder"
                               + (" or install dataset-fashion-mnist (make setup)" if params.data.dataset == "fashion-mnist" else ""))
+
+
+def check_space_names(params: Params) -> None:
+    """Every name in ``space`` points at something: each operator is registered, and each
+    override glob matches a weight layer (Conv2d/Linear) of at least one model the params run
+    (``model.name`` and ``sweep.models``); otherwise a typo would silently change nothing."""
+    from mps.supernet.operators import OPERATORS
+
+    space = params.space
+    lists = [("space.operators", space.operators), ("space.first_layer", space.first_layer),
+             ("space.last_layer", space.last_layer)]
+    lists += [(f"space.overrides[{pattern!r}]", ops) for pattern, ops in space.overrides.items()]
+    known = sorted(OPERATORS)
+    for key, ops in lists:
+        for op in ops or []:
+            if op not in OPERATORS:
+                raise ConfigError(f"{key}: unknown operator {op!r}; fix: use one of {', '.join(known)}")
+    if not space.overrides:
+        return
+    import fnmatch
+
+    from torch import nn
+
+    from mps.data import _IMAGE_SHAPES
+    from mps.models import build_model
+
+    channels, size, _ = _IMAGE_SHAPES[params.data.dataset]
+    models = dict.fromkeys([params.model.name, *params.sweep.models])
+    names: list[str] = []
+    for model in models:
+        net = build_model(model, in_channels=channels, num_classes=10, image_size=size)
+        names += [n for n, m in net.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    for pattern in space.overrides:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            raise ConfigError(f"space.overrides: glob {pattern!r} matches no Conv2d/Linear layer of "
+                              f"{', '.join(models)} (layers: {', '.join(names[:6])}, ...); fix: correct the glob")
 
 
 def _select(argv: list[str]) -> int:

@@ -26,7 +26,25 @@ DEFAULT_FASHION_MNIST_ROOT = "/usr/share/datasets/fashion-mnist"
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    # allow_inf_nan=False: every float knob (times, rates, fractions) must be a finite number;
+    # YAML's .nan passes no bound check at all and .inf passes every lower bound.
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+
+# Seeds feed torch, numpy (whose legacy seeding takes 32 bits) and ``seed * 1000 + epoch``.
+MAX_SEED = 2**32 - 1
+
+
+def _distinct(v: list[Any] | None, what: str) -> list[Any] | None:
+    """``v`` unchanged if no item repeats, else the one-line error naming the repeat."""
+    if v is None:
+        return v
+    seen: set[Any] = set()
+    for item in v:
+        if item in seen:
+            raise ValueError(f"{item!r} is listed twice in {what}; fix: list each once")
+        seen.add(item)
+    return v
 
 
 # --------------------------------------------------------------------------- data
@@ -40,10 +58,10 @@ class SubsetConfig(_Section):
 
 class DataConfig(_Section):
     dataset: Literal["fashion-mnist", "cifar10"] = "fashion-mnist"
-    root: str | None = None
+    root: str | None = Field(default=None, min_length=1)
     val_size: int = Field(default=5000, gt=0)
     subset: SubsetConfig | None = None
-    split_seed: int = Field(default=0, ge=0)
+    split_seed: int = Field(default=0, ge=0, le=MAX_SEED)
 
     def resolved_root(self) -> Path:
         if self.root is not None:
@@ -102,7 +120,8 @@ class SpaceConfig(_Section):
             return v
         if not v:
             raise ValueError("empty operator set; fix: list at least one of " + ", ".join(OPERATOR_NAMES))
-        return v
+        # known names are checked against the operator registry before any work (mps.cli.preflight)
+        return _distinct(v, "the operator set")
 
     @field_validator("overrides")
     @classmethod
@@ -110,6 +129,9 @@ class SpaceConfig(_Section):
         for pattern, ops in v.items():
             if not ops:
                 raise ValueError(f"override {pattern!r} has an empty operator set; fix: list at least one operator")
+            if not pattern:
+                raise ValueError("an override has an empty layer-name glob; fix: name layers, e.g. 'layer3.*'")
+            _distinct(ops, f"override {pattern!r}")
         return v
 
 
@@ -224,6 +246,7 @@ def _check_drift_times(v: list[float]) -> list[float]:
     for t in v:
         if t <= 0:
             raise ValueError(f"drift time {t} must be > 0 seconds; fix: use times after programming, e.g. 1, 3600, 86400")
+    _distinct(v, "drift_times")  # one column per time: a repeat would be evaluated and reported twice
     return sorted(v)
 
 
@@ -239,7 +262,7 @@ class SearchConfig(_Section):
         Field(default_factory=lambda: ["accuracy", "analog_mac_ratio", "digital_size_mb"])
     )
     val_examples: int | None = Field(default=2000, gt=0)
-    max_acc_drop: float = Field(default=1.0, ge=0)
+    max_acc_drop: float = Field(default=1.0, ge=0, le=100)  # accuracy points
     baselines: list[Literal["fp32", "int8", "analog", "analog_straight", "analog_hwa", "greedy", "random",
                             "nsga2"]] = Field(
         default_factory=lambda: ["fp32", "int8", "analog", "analog_straight", "analog_hwa", "greedy", "random",
@@ -252,6 +275,11 @@ class SearchConfig(_Section):
     # NSGA-II population size; None = budget // 4 clamped to [4, 50], so a small budget still sees generations
     nsga2_population: int | None = Field(default=None, gt=1)
 
+    @field_validator("baselines")
+    @classmethod
+    def _distinct_baselines(cls, v: list[str]) -> list[str]:
+        return _distinct(v, "search.baselines")  # each writes its own mapping file
+
     @field_validator("objectives")
     @classmethod
     def _accuracy_first(cls, v: list[str]) -> list[str]:
@@ -263,7 +291,7 @@ class SearchConfig(_Section):
 
 
 class ReportConfig(_Section):
-    max_acc_drop: float = Field(default=1.0, ge=0)
+    max_acc_drop: float = Field(default=1.0, ge=0, le=100)  # accuracy points
     maximize: Literal["analog_mac_ratio", "accuracy"] = "analog_mac_ratio"
     # mapping drawn in layers.png; None = the one meeting the constraint (else the most accurate at the reference time)
     layers_mapping: str | None = Field(default=None, min_length=1)
@@ -319,14 +347,27 @@ class SweepConfig(_Section):
     models: list[str] = Field(default_factory=list)
     seeds: list[int] = Field(default_factory=list)
 
+    # a repeated grid value names the same Snakemake outputs twice
+    @field_validator("datasets", "models", "seeds")
+    @classmethod
+    def _distinct_grid(cls, v: list[Any], info: Any) -> list[Any]:
+        if info.field_name == "models":
+            for name in v:
+                ModelConfig._known_model(name)
+        if info.field_name == "seeds":
+            for seed in v:
+                if not 0 <= seed <= MAX_SEED:
+                    raise ValueError(f"seed {seed} is outside [0, {MAX_SEED}]; fix: use a seed in that range")
+        return _distinct(v, f"sweep.{info.field_name}")
+
 
 # --------------------------------------------------------------------------- root
 class Params(_Section):
-    seed: int = Field(default=0, ge=0)
+    seed: int = Field(default=0, ge=0, le=MAX_SEED)
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    out_dir: str = "results"
+    out_dir: str = Field(default="results", min_length=1)  # "" would put outputs under /data, /logs...
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = Snakemake/cores default")
-    hardware_profile: str = "hardware/paper.yaml"
+    hardware_profile: str = Field(default="hardware/paper.yaml", min_length=1)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)
@@ -355,6 +396,8 @@ _FIXES = {
     "greater_than_equal": "use a larger value",
     "less_than": "use a smaller value",
     "less_than_equal": "use a smaller value",
+    "finite_number": "use a finite number",
+    "string_too_short": "give a non-empty value",
 }
 
 

@@ -24,6 +24,19 @@ converted int8 model agree and the tests can check against PyTorch's own ``FakeQ
 - Activations: ``MovingAverageMinMaxObserver`` (averaging constant 0.01; the first batch
   initialises min/max) and ``_calculate_qparams`` for ``per_tensor_affine``.  The observer
   updates only in training mode; in eval the statistics are frozen.
+- The input of a deployable (8-bit) layer is quantized with ``reduce_range=True``, i.e. to
+  ``[0, 127]`` rather than ``[0, 255]``, in QAT and in the real int8 module alike, as
+  torch's own x86/fbgemm qconfigs (``get_default_qat_qconfig('x86')``) do.  Why: on x86
+  CPUs without AVX-512 VNNI the fbgemm, x86 and onednn int8 kernels multiply u8 activations
+  by s8 weights with ``vpmaddubsw``, which adds each pair of adjacent products in
+  *saturating 16-bit* arithmetic; 255 * 128 * 2 = 65280 overflows int16, 127 * 128 * 2 =
+  32512 does not.  Measured on a 2-core AMD EPYC (AVX2, no VNNI), torch 2.13: with [0, 255]
+  the real int8 layers missed the fake-quant ones by up to 2.6 (a 6.6 output range) under
+  fbgemm/x86 and 0.88 under onednn, and the kernels' outputs equal a pair-saturated int16
+  emulation to half an output step; with [0, 127] every engine (qnnpack, onednn, x86,
+  fbgemm) agrees with fake quant to one output step.  The range is fixed, not chosen by the
+  engine of the machine that trains, so one checkpoint deploys right on any CPU (VNNI or
+  not, qnnpack or fbgemm); the price is one bit of activation resolution.
 - Gradients are straight-through (``torch.fake_quantize_per_*_affine`` have the STE built
   in: gradient 1 inside the representable range, 0 where the value is clipped).
 """
@@ -109,6 +122,8 @@ class ActFakeQuant(nn.Module):
     range to quantize to yet).  ``fake_quant=False`` makes a pure observer (stats only, output
     untouched), used for the output range a real int8 layer needs.
 
+    ``reduce_range=True`` quantizes to ``[0, 2^(bits-1) - 1]`` (PyTorch's ``reduce_range``).
+
     State (``min_val``, ``max_val``, ``initialized``) lives in buffers so it round-trips
     through ``state_dict``.
     """
@@ -117,11 +132,15 @@ class ActFakeQuant(nn.Module):
     max_val: torch.Tensor
     initialized: torch.Tensor
 
-    def __init__(self, bits: int = 8, averaging_constant: float = AVERAGING_CONSTANT, fake_quant: bool = True):
+    def __init__(self, bits: int = 8, averaging_constant: float = AVERAGING_CONSTANT, fake_quant: bool = True,
+                 reduce_range: bool = False):
         super().__init__()
         self.bits = _check_bits(bits, "ActFakeQuant")
+        # reduce_range: one bit less, as torch's observers do (``[0, 127]`` for quint8), so that
+        # non-VNNI x86 int8 kernels cannot saturate (see the module docstring)
+        self.reduce_range = bool(reduce_range)
         self.quant_min = 0
-        self.quant_max = 2**bits - 1
+        self.quant_max = 2 ** (bits - 1) - 1 if self.reduce_range else 2**bits - 1
         self.averaging_constant = float(averaging_constant)
         self.fake_quant = fake_quant
         self.register_buffer("min_val", torch.tensor(float("inf")))
@@ -170,7 +189,8 @@ class ActFakeQuant(nn.Module):
 
     def extra_repr(self) -> str:
         mode = "fake_quant" if self.fake_quant else "observe_only"
-        return f"bits={self.bits}, range=[{self.quant_min}, {self.quant_max}], {mode}"
+        reduced = ", reduce_range" if self.reduce_range else ""
+        return f"bits={self.bits}, range=[{self.quant_min}, {self.quant_max}]{reduced}, {mode}"
 
 
 # --------------------------------------------------------------------------- QAT layer
@@ -181,7 +201,11 @@ class QuantizedLayer(nn.Module):
     the output range is observed (not quantized) so :meth:`to_quantized` can build a real
     int8 module.  Holds its own deep copy of the float layer; grouped and depthwise
     convolutions work because the weight quantization is per output channel whatever the
-    grouping.
+    grouping.  8-bit inputs (the deployable case) are quantized with ``reduce_range`` to
+    ``[0, 127]`` so the real int8 kernels of every x86 CPU compute what QAT trained (see the
+    module docstring); other widths keep their full range (they never run as real int8).
+    The output observer keeps the full ``[0, 255]``: requantizing the int32 result does not
+    go through the saturating multiply.
     """
 
     def __init__(self, layer: nn.Module, bits: int = 8, act_bits: int | None = None):
@@ -194,7 +218,8 @@ class QuantizedLayer(nn.Module):
         self.bits = _check_bits(bits, "QuantizedLayer")
         self.layer = layer
         self.weight_quant = WeightFakeQuant(bits)
-        self.input_quant = ActFakeQuant(bits if act_bits is None else act_bits)
+        act_bits = bits if act_bits is None else act_bits
+        self.input_quant = ActFakeQuant(act_bits, reduce_range=act_bits == 8)
         self.output_observer = ActFakeQuant(8, fake_quant=False)
 
     @classmethod
@@ -228,9 +253,13 @@ class QuantizedLayer(nn.Module):
         """A real int8 module (``torch.ao.nn.quantized``) computing what this layer computes.
 
         Weights become qint8 per-channel with the same scales the fake quantization uses;
-        the input is quantized to quint8 with the observed input range and the output
-        requantized with the observed output range.  Needs 8-bit weights and activations
-        and calibrated observers (run some batches in training mode first).
+        the input is quantized to quint8 with the observed input range, clamped to the same
+        ``[0, 127]`` the fake quantization uses (``reduce_range``: no int16 saturation on
+        non-VNNI x86 kernels), and the output requantized with the observed output range.
+        Needs 8-bit weights and activations and calibrated observers (run some batches in
+        training mode first).  The result is right under every quantized engine torch offers
+        (qnnpack, onednn, x86, fbgemm); packed weights belong to the engine selected when
+        this is called.
         """
         import torch.ao.nn.quantized as nnq
 
@@ -269,7 +298,8 @@ class QuantizedLayer(nn.Module):
         qlayer.scale = float(out_scale)
         qlayer.zero_point = int(out_zp)
         in_scale, in_zp = self.input_quant.calculate_qparams()
-        return Int8Inference(qlayer, float(in_scale), int(in_zp))
+        return Int8Inference(qlayer, float(in_scale), int(in_zp),
+                             self.input_quant.quant_min, self.input_quant.quant_max)
 
     def extra_repr(self) -> str:
         return f"bits={self.bits}"
@@ -298,24 +328,34 @@ def ensure_quantized_engine() -> str:
 
 
 class Int8Inference(nn.Module):
-    """Deployment form of a :class:`QuantizedLayer`: float in, quint8 quantize, a
-    ``torch.ao.nn.quantized`` Conv2d/Linear (qint8 per-channel weights, int arithmetic), float
-    out.  CPU only (PyTorch's quantized kernels)."""
+    """Deployment form of a :class:`QuantizedLayer`: float in, quint8 quantize (clamped to
+    ``[quant_min, quant_max]``, the range QAT used), a ``torch.ao.nn.quantized`` Conv2d/Linear
+    (qint8 per-channel weights, int arithmetic), float out.  CPU only (PyTorch's quantized
+    kernels).
+
+    The clamp matters: ``torch.quantize_per_tensor`` to quint8 clips at 255, so an input beyond
+    the calibrated range would reach the kernel above 127 and could saturate its int16 pair
+    sums on a non-VNNI x86 CPU, where the fake quantization clips it at 127."""
 
     input_scale: torch.Tensor
     input_zero_point: torch.Tensor
 
-    def __init__(self, qlayer: nn.Module, input_scale: float, input_zero_point: int):
+    def __init__(self, qlayer: nn.Module, input_scale: float, input_zero_point: int,
+                 quant_min: int = 0, quant_max: int = 255):
         super().__init__()
         self.qlayer = qlayer
         self.register_buffer("input_scale", torch.tensor(float(input_scale), dtype=torch.float64))
         self.register_buffer("input_zero_point", torch.tensor(int(input_zero_point), dtype=torch.int64))
+        self.quant_min, self.quant_max = int(quant_min), int(quant_max)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xq = torch.quantize_per_tensor(
-            x.detach().float().cpu(), float(self.input_scale), int(self.input_zero_point), torch.quint8
-        )
+        scale, zero_point = float(self.input_scale), int(self.input_zero_point)
+        lo, hi = (self.quant_min - zero_point) * scale, (self.quant_max - zero_point) * scale
+        xq = torch.quantize_per_tensor(x.detach().float().cpu().clamp(lo, hi), scale, zero_point, torch.quint8)
         return self.qlayer(xq).dequantize().to(x.device)
+
+    def extra_repr(self) -> str:
+        return f"input range=[{self.quant_min}, {self.quant_max}]"
 
 
 # --------------------------------------------------------------------------- FP16

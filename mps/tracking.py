@@ -149,15 +149,26 @@ def flatten(prefix: str, obj: Any) -> dict[str, Any]:
     return out
 
 
-def _experiment_id(client: Any, name: str) -> str:
+def artifact_location(uri: str) -> str | None:
+    """Where a new experiment keeps its artifacts: ``mlartifacts/`` beside the SQLite file of
+    the store, so that the artifacts go with the runs that name them (not into whatever the
+    working directory is when the experiment happens to be created: a test run from the
+    repository once left a run's ``search.json`` in the user's ``mlartifacts/``); ``None`` for
+    any other store, whose server has its own artifact root."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri[len("sqlite:///"):]).resolve()
+        return (db.parent / "mlartifacts").as_uri()
+    return None
+
+
+def _experiment_id(client: Any, name: str, uri: str) -> str:
     exp = client.get_experiment_by_name(name)
     if exp is not None:
         for key, value in EXPERIMENT_KIND.items():
             if key not in exp.tags:  # a kind the user picked in the UI stays
                 client.set_experiment_tag(exp.experiment_id, key, value)
         return exp.experiment_id
-    artifacts = Path.cwd() / "mlartifacts"
-    return client.create_experiment(name, artifact_location=artifacts.as_uri(), tags=EXPERIMENT_KIND)
+    return client.create_experiment(name, artifact_location=artifact_location(uri), tags=EXPERIMENT_KIND)
 
 
 def _parent_run(client: Any, experiment_id: str, pipeline_id: str, driver: str | None = None) -> Any:
@@ -193,7 +204,7 @@ def _store(experiment: str, client: Any = None) -> Iterator[tuple[Any, str]]:
     uri = tracking_uri()
     with _file_lock(_lock_path(uri)):
         client = client or MlflowClient(tracking_uri=uri)
-        yield client, _experiment_id(client, experiment)
+        yield client, _experiment_id(client, experiment, uri)
 
 
 def start_pipeline(experiment: str, pipeline_id: str, driver: str) -> str | None:

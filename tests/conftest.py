@@ -6,8 +6,10 @@ The tiny profile (``config/params-tiny.yaml``) is what the end-to-end tests run 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -25,6 +27,61 @@ def tiny_params(**overrides):
     from mps.config import load_params
 
     return load_params(TINY_PARAMS, overrides)
+
+
+# What Python and pytest themselves write while tests import and run (bytecode, pytest's cache),
+# and the environment (a folder that may hold a whole venv): not the tests' doing.
+_TREE_CHECK_SKIP = {"__pycache__", ".pytest_cache", ".venv"}
+
+
+def _tree_state(repo: Path) -> dict[str, str] | None:
+    """What the tests must leave as they found it: ``git status --porcelain --ignored`` (new,
+    deleted, modified and ignored entries), the content of tracked changes (``git diff``), and
+    size and mtime of every file under untracked or ignored entries (a test writing into an
+    existing ``results/`` or ``mlartifacts/`` changes no status line).  ``None`` outside git."""
+    try:
+        status = subprocess.run(["git", "status", "--porcelain", "--ignored", "-z"], cwd=repo, capture_output=True,
+                                timeout=60)
+        diff = subprocess.run(["git", "diff", "HEAD", "--binary"], cwd=repo, capture_output=True, timeout=60)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if status.returncode != 0:
+        return None
+    state = {"git diff HEAD": hashlib.sha256(diff.stdout).hexdigest()}
+    for entry in status.stdout.decode(errors="replace").split("\0"):
+        code, rel = entry[:2], entry[3:].rstrip("/")
+        if not rel or set(Path(rel).parts) & _TREE_CHECK_SKIP:
+            continue
+        state[rel] = code
+        top = repo / rel
+        if code in ("??", "!!") and top.is_dir() and not top.is_symlink():
+            for root, dirs, files in os.walk(top):
+                dirs[:] = [d for d in dirs if d not in _TREE_CHECK_SKIP]
+                for name in files:
+                    path = Path(root) / name
+                    try:
+                        st = path.lstat()
+                    except OSError:
+                        continue
+                    state[str(path.relative_to(repo))] = f"{code} {st.st_size} {st.st_mtime_ns}"
+    return state
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _tree_left_as_found():
+    """Tests write only under their temporary folders: the repository's working tree (tracked
+    and ignored files alike: ``mlartifacts/``, ``results/``, ``mlflow.db``...) is the same after
+    the session as before it; otherwise the session fails at its end, naming what changed."""
+    before = _tree_state(REPO)
+    yield
+    after = _tree_state(REPO)
+    if before is None or after is None:
+        return
+    changed = sorted(k for k in before.keys() | after.keys() if before.get(k) != after.get(k))
+    if changed:
+        shown = ", ".join(f"{k} ({before.get(k, 'absent')} -> {after.get(k, 'absent')})" for k in changed[:10])
+        pytest.fail(f"the tests changed the working tree {REPO}: {shown}"
+                    + (f" and {len(changed) - 10} more" if len(changed) > 10 else ""), pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -61,6 +61,7 @@ def test_table_shape_columns_and_order(calibrated, tiny_supernet):
     assert list(table["layer"]) == [n for n in layers for _ in times]
     assert list(table["drift_time"]) == times * len(layers)
     assert (table["std_drop"] >= 0).all()
+    # float64 arithmetic on accuracies written rounded to 1e-6 points (_points): three roundings
     assert (table["mean_drop"] - (table["reference_accuracy"] - table["mean_accuracy"])).abs().max() < 2e-6
     assert (table["macs"] > 0).all() and (table["params"] > 0).all()
 

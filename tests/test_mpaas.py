@@ -99,7 +99,10 @@ def test_widened_block_starts_exactly_as_the_plain_block():
     assert block.conv1.weight.shape == (56, 16, 3, 3) and block.conv2.weight.shape == (16, 56, 3, 3)
     assert block.conv1.weight[16:].abs().sum() > 0      # new channels carry signal ...
     assert block.conv2.weight[:, 16:].abs().sum() == 0  # ... that the consumer ignores at first
-    assert torch.allclose(block(x), ref, atol=1e-6)
+    # same function, other kernels: the widened convs reduce over 56 x 3 x 3 terms (zeros added)
+    # in another blocking, so fp32 rounding may differ by up to n * eps of the output's magnitude
+    tol = 56 * 9 * torch.finfo(torch.float32).eps * float(ref.abs().max())
+    assert torch.allclose(block(x), ref, rtol=0, atol=tol)
 
 
 def test_widened_attention_keeps_every_head_and_starts_close_to_the_plain_block():
@@ -130,6 +133,8 @@ def test_width_adaptive_norm_serves_both_widths_and_trains_only_what_it_sees():
     bn = nn.BatchNorm2d(4)
     wide = WidthAdaptiveBatchNorm.from_norm(bn, 6).train()
     x = torch.randn(8, 4, 3, 3)
+    # per-channel batch statistics over 8 x 3 x 3 values; 4 or 6 channels may take other vector
+    # paths: fp32 rounding of O(1) normalised values, far below 1e-6 + 1e-5 relative
     assert torch.allclose(wide(x), bn.train()(x), atol=1e-6)
     assert torch.allclose(wide.running_mean[:4], bn.running_mean)
     assert torch.equal(wide.running_mean[4:], torch.zeros(2))  # untouched by a plain path

@@ -6,14 +6,18 @@ from __future__ import annotations
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from conftest import REPO, TINY_PARAMS
+from mps.artifacts import git_commit
+from mps.config import load_params
 
 BIN = Path(sys.executable).parent
 
@@ -29,8 +33,9 @@ def _env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def copy_repo(dest: Path, mlflow_db: str | None = None) -> Path:
-    """The tracked files of the repo (as a fresh clone has them), with the tiny params."""
+def copy_repo(dest: Path, mlflow_db: str | None = None, params: Path | None = TINY_PARAMS) -> Path:
+    """The tracked files of the repo (as a fresh clone has them), with ``params`` copied over
+    params.yaml (``None``: the default params.yaml stays)."""
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard"], cwd=REPO, capture_output=True,
                            text=True, check=True).stdout.split()
     for rel in files:
@@ -38,7 +43,8 @@ def copy_repo(dest: Path, mlflow_db: str | None = None) -> Path:
         if src.is_file():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    shutil.copy(TINY_PARAMS, dest / "params.yaml")
+    if params is not None:
+        shutil.copy(params, dest / "params.yaml")
     if mlflow_db:
         shutil.copy(mlflow_db, dest / "mlflow.db")
     # a fixed author and date give every copy the same commit id, so provenance records match
@@ -80,12 +86,18 @@ def _mlflow_stage_runs(repo: Path) -> dict[str, str]:
     return {r.data.tags.get("mps.stage", r.info.run_name): r for r in runs}
 
 
+# Another profile through Snakemake, as the README says to run one: the copy keeps the default
+# params.yaml, and the tiny profile comes in with --configfile only.
+CONFIGFILE = ["--configfile", "config/params-tiny.yaml"]
+
+
 @pytest.fixture(scope="module")
 def snakemake_run(tmp_path_factory, mlflow_db) -> Path:
     """The tiny pipeline through Snakemake's cluster-generic executor: the cluster profile and
-    its local stand-in submit command exercised for real."""
-    repo = copy_repo(tmp_path_factory.mktemp("smk") / "repo", mlflow_db)
-    _run(["snakemake", "--workflow-profile", "workflow/profiles/cluster-generic"], repo)
+    its local stand-in submit command exercised for real, on the tiny profile given with
+    ``--configfile`` over a default params.yaml."""
+    repo = copy_repo(tmp_path_factory.mktemp("smk") / "repo", mlflow_db, params=None)
+    _run(["snakemake", "--workflow-profile", "workflow/profiles/cluster-generic", *CONFIGFILE], repo)
     return repo
 
 
@@ -103,6 +115,12 @@ def test_snakemake_runs_tiny_pipeline_end_to_end(snakemake_run):
         assert (repo / rel).exists(), rel
     metrics = json.loads((repo / RUN / "pretrain" / "metrics.json").read_text())
     assert 0 <= metrics["test_accuracy"] <= 100
+    # the stages read the --configfile profile, not params.yaml, which stays the default
+    assert (repo / "params.yaml").read_bytes() == (REPO / "params.yaml").read_bytes()
+    tiny, default = load_params(TINY_PARAMS), load_params(REPO / "params.yaml")
+    assert tiny.evaluate.drift_times != default.evaluate.drift_times
+    drift = pd.read_csv(repo / RUN / "evaluate" / "drift.csv")
+    assert sorted(set(drift["drift_time"])) == sorted(tiny.evaluate.drift_times)
 
     runs = _mlflow_stage_runs(repo)
     for stage in ("prepare-data", "pretrain", "adapt", "calibrate", "search", "evaluate", "report", "aggregate"):
@@ -112,8 +130,9 @@ def test_snakemake_runs_tiny_pipeline_end_to_end(snakemake_run):
     parents.discard(None)
     assert len(parents) == 1, "all stage runs nest under one pipeline run"
 
-    # a second invocation, with the local executor, has nothing to do
-    proc = _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default", "-n"], repo)
+    # a second invocation, with the local executor and the same profile, has nothing to do
+    proc = _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default", "-n", *CONFIGFILE],
+                repo)
     assert "Nothing to be done" in proc.stdout + proc.stderr
 
 
@@ -145,12 +164,19 @@ def test_dvc_repro_runs_tiny_pipeline_and_shows_metrics(dvc_run):
 
 @pytest.mark.e2e
 def test_same_params_and_seed_give_identical_mappings_and_metrics(snakemake_run, dvc_run):
-    """Reproducibility across the two engines: byte-identical mapping files, identical metrics."""
+    """Reproducibility across the two engines: identical mapping files, identical metrics.
+
+    The two copies differ in one committed file (Snakemake's keeps the default params.yaml and
+    reads the tiny profile through --configfile; DVC's has it as params.yaml), so the mapping
+    files' provenance names two commits; everything else is byte-identical."""
     smk_maps = sorted((snakemake_run / RUN / "search" / "mappings").glob("*.json"))
     dvc_maps = sorted((dvc_run / RUN / "search" / "mappings").glob("*.json"))
     assert [p.name for p in smk_maps] == [p.name for p in dvc_maps] and smk_maps
     for a, b in zip(smk_maps, dvc_maps):
-        assert a.read_bytes() == b.read_bytes(), a.name
+        ta, tb = a.read_text(), b.read_text()
+        ca, cb = (json.loads(t)["provenance"]["git_commit"] for t in (ta, tb))
+        assert (ca, cb) == (git_commit(snakemake_run), git_commit(dvc_run)) and ca != cb
+        assert ta.replace(ca, "COMMIT") == tb.replace(cb, "COMMIT"), a.name
     for rel in (f"{RUN}/evaluate/results.csv", f"{RUN}/evaluate/drift.csv", f"{RUN}/evaluate/metrics.json",
                 f"{RUN}/search/pareto.csv", f"{RUN}/calibrate/sensitivity.csv"):
         assert (snakemake_run / rel).read_bytes() == (dvc_run / rel).read_bytes(), rel
@@ -228,10 +254,11 @@ def two_pipeline_runs(snakemake_run, tmp_path_factory) -> Path:
 
     repo = tmp_path_factory.mktemp("smk2") / "repo"
     shutil.copytree(snakemake_run, repo, symlinks=True)
-    params = yaml.safe_load((repo / "params.yaml").read_text())
+    tiny = repo / "config" / "params-tiny.yaml"  # the profile the run was given with --configfile
+    params = yaml.safe_load(tiny.read_text())
     params["evaluate"]["repeats"] = 3
-    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
-    proc = _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default"], repo)
+    tiny.write_text(yaml.safe_dump(params, sort_keys=False))
+    proc = _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default", *CONFIGFILE], repo)
     assert "[mps] 3/3 stages done" in proc.stderr, proc.stderr[-3000:]  # the progress lines
     return repo
 
@@ -306,3 +333,33 @@ def test_mlflow_server_compares_two_pipeline_runs(two_pipeline_runs, tmp_path):
         except subprocess.TimeoutExpired:
             os.killpg(server.pid, signal.SIGKILL)
             server.wait()
+
+
+def _stage_commands(proc: subprocess.CompletedProcess) -> dict[str, str]:
+    """``stage -> shell command`` of a ``snakemake -n -p`` run's ``mps <stage>`` jobs."""
+    cmds = {}
+    for line in (proc.stdout + proc.stderr).splitlines():
+        m = re.match(r"^\s*(?:Shell command: )?(mps ([a-z-]+) .*)$", line)
+        if m:
+            cmds[m.group(2)] = m.group(1)
+    return cmds
+
+
+def test_dry_run_stages_read_the_params_file_snakemake_read(tmp_path):
+    """Every stage's shell command names the one file Snakemake read: the --configfile profile
+    (relative inside the repo, absolute and quoted outside it), else params.yaml; two files
+    (which Snakemake would merge, and one --params cannot name) stop before any job."""
+    repo = copy_repo(tmp_path / "repo", params=None)
+    outside = tmp_path / "my {profile}.yaml"
+    shutil.copy(TINY_PARAMS, outside)
+    dry = ["snakemake", "-n", "-p", "--forceall", "--cores", "1"]
+    stages = {"prepare-data", "pretrain", "adapt", "calibrate", "search", "evaluate", "report", "aggregate"}
+    for extra, expect in (([], "params.yaml"), (CONFIGFILE, "config/params-tiny.yaml"),
+                          (["--configfile", str(outside)], shlex.quote(str(outside)))):
+        cmds = _stage_commands(_run(dry + extra, repo))
+        assert set(cmds) == stages, (extra, sorted(cmds))
+        for stage, cmd in cmds.items():
+            assert f" --params {expect} " in cmd, (stage, cmd)
+    proc = subprocess.run(dry + ["--configfile", "config/params-tiny.yaml", "params.yaml"], cwd=repo,
+                          env=_env(repo), capture_output=True, text=True, timeout=300)
+    assert proc.returncode != 0 and "fix: pass exactly one complete params file" in proc.stdout + proc.stderr

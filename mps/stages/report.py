@@ -375,6 +375,9 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
     mappings = read_mappings(search_dir / "mappings", model_id(params))
     sensitivity = read_table(calibrate_dir / "sensitivity.csv", SENSITIVITY_COLUMNS, "sensitivity table",
                              "mps calibrate")
+    if cfg.layers_mapping is not None and cfg.layers_mapping not in mappings:
+        raise ConfigError(f"report.layers_mapping: no mapping named {cfg.layers_mapping!r} in "
+                          f"{search_dir / 'mappings'}; fix: use one of {', '.join(sorted(mappings)[:8])}")
     if reference_time not in set(drift["drift_time"].astype(float)):
         raise ConfigError(f"{evaluate_dir / 'drift.csv'}: no results at evaluate.reference_time "
                           f"{reference_time:g} s; fix: rerun 'mps evaluate' with the current params")

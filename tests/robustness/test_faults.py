@@ -77,6 +77,24 @@ BAD_PARAMS = [
     ({"model.name": "no_such_pkg.models:net"}, "model.name"),
     ({"hardware_profile": "hardware/missing.yaml"}, "missing.yaml"),
     ({"space.search_space": "mpas"}, "space.search_space"),
+    # second round: numbers finite and in range, lists distinct, names that point at something
+    ({"pretrain.lr": float("inf")}, "pretrain.lr"),
+    ({"search.alpha_lr": float("nan")}, "search.alpha_lr"),
+    ({"adapt.evidence_drift_time": float("inf")}, "adapt.evidence_drift_time"),
+    ({"evaluate.drift_times": [1.0, float("nan"), 86400.0, 31536000.0]}, "evaluate.drift_times"),
+    ({"calibrate.drift_times": [86400.0, 86400.0]}, "calibrate.drift_times"),
+    ({"adapt.noise_ramp.start_fraction": 1.5}, "adapt.noise_ramp.start_fraction"),
+    ({"report.max_acc_drop": 150.0}, "report.max_acc_drop"),
+    ({"seed": 2**40}, "seed"),
+    ({"out_dir": ""}, "out_dir"),
+    ({"space.operators": ["analog", "int8", "int8"]}, "space.operators"),
+    ({"space.last_layer": ["analog", "int9"]}, "space.last_layer"),
+    ({"space.overrides": {"layer9.*": ["int8"]}}, "space.overrides"),
+    ({"space.overrides": {"layer3.*": ["fp16", "fp16"]}}, "space.overrides"),
+    ({"search.baselines": ["fp32", "greedy", "fp32"]}, "search.baselines"),
+    ({"sweep.seeds": [0, 1, 0]}, "sweep.seeds"),
+    ({"sweep.models": ["resnet8", "resnet9000"]}, "sweep.models"),
+    ({"sweep.models": ["resnet8", "no_such_pkg.models:net"]}, "sweep.models"),
 ]
 
 

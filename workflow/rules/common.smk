@@ -1,8 +1,30 @@
 # Paths, the sweep grid and the command prefix shared by every rule.
 import hashlib
 import json
+import os
+import shlex
 
-PARAMS = (workflow.configfiles or ["params.yaml"])[-1]
+from snakemake.exceptions import WorkflowError
+
+
+def _params_file():
+    """The one params file Snakemake read, as the stages' `--params`: the `--configfile` of the
+    command line (Snakemake 9 keeps it apart from the `configfile:` directive's, which the
+    Snakefile then skips) or params.yaml; relative to the working directory when inside it."""
+    files = [str(f) for f in workflow.configfiles]
+    if len(files) != 1:
+        raise WorkflowError(
+            f"--configfile: got {len(files)} params files ({', '.join(files) or 'none'}); fix: pass exactly "
+            "one complete params file (a profile such as config/params-tiny.yaml), or none for params.yaml"
+        )
+    path = os.path.abspath(files[0])
+    rel = os.path.relpath(path)
+    path = rel if not rel.startswith(os.pardir) else path
+    # the path goes into shell commands that Snakemake formats: quote it and escape braces
+    return shlex.quote(path).replace("{", "{{").replace("}", "}}")
+
+
+PARAMS = _params_file()
 OUT = config.get("out_dir", "results")
 MPS = "mps"
 
