@@ -158,7 +158,7 @@ class AdaptConfig(_Section):
     train_shared: bool = False
     augment: bool = False  # random crop + flip, as in pretraining
     # weight of distillation from the pretrained model in each path's loss (0 = cross-entropy only)
-    distillation: float = Field(default=0.0, ge=0, le=1)
+    distillation: float = Field(default=0.5, ge=0, le=1)
     # fairness paths: 1 = FairNAS strict (random contexts); < 1 = paths aligned by operator kind
     # (all-analog, all-int8, ...) with this fraction of the layers in random order (mps.stages.adapt.fair_paths)
     context_mixing: float = Field(default=1.0, ge=0, le=1)

@@ -363,3 +363,24 @@ def test_dry_run_stages_read_the_params_file_snakemake_read(tmp_path):
     proc = subprocess.run(dry + ["--configfile", "config/params-tiny.yaml", "params.yaml"], cwd=repo,
                           env=_env(repo), capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0 and "fix: pass exactly one complete params file" in proc.stdout + proc.stderr
+
+
+@pytest.mark.e2e
+def test_ablation_target_runs_on_the_tiny_profile(snakemake_run):
+    """`snakemake ablation` (not part of the default target): every variant x seed of the tiny
+    profile adapted from the run's pretrained model, searched and evaluated, then tabulated."""
+    import pandas as pd
+
+    repo = snakemake_run
+    _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default", *CONFIGFILE, "ablation"],
+         repo)
+    folder = repo / RUN / "ablation"
+    table = pd.read_csv(folder / "ablation.csv")
+    assert sorted(table["variant"]) == ["mps", "no_qat_no_hwa"] and set(table["seed"]) == {0}
+    for col in ("analog_ref", "analog_last", "int8"):
+        assert table[col].between(0, 100).all(), col
+    assert (table["hypervolume"] >= 0).all()
+    assert (folder / "ablation.png").stat().st_size > 0 and "| variant" in (folder / "ablation.md").read_text()
+    # the straight conversion and the full-analog HWA baseline are rows of the main results table
+    results = pd.read_csv(repo / RUN / "evaluate" / "results.csv")
+    assert {"analog", "analog_straight", "analog_hwa"} <= set(results["Method"])
