@@ -79,8 +79,10 @@ def _all_analog(inp: Inputs):
 
 
 def drift_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
-                     t: float = DRIFT_T) -> Callable[[], float]:
-    """program + drift + forward of every image, as the evaluator does per repeat and time."""
+                     t: float = DRIFT_T, engine: str = "aihwkit") -> Callable[[], float]:
+    """program + drift + forward of every image, as the evaluator does per repeat and time, with the
+    analog eval forward of ``engine`` (mps.analog_inference: ``fast`` or aihwkit's own)."""
+    from mps.analog_inference import inference_engine
     from mps.supernet.analog import drift_analog, program_analog, reset_programming
     from mps.training import evaluate_accuracy
 
@@ -89,8 +91,46 @@ def drift_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, b
         reset_programming(model)
         program_analog(model)
         drift_analog(model, t)
-        return evaluate_accuracy(model, x, y, batch_size)
+        with inference_engine(model, engine):
+            return evaluate_accuracy(model, x, y, batch_size)
     return step
+
+
+def all_analog_resnet20(image_shape: tuple[int, ...], num_classes: int) -> torch.nn.Module:
+    """An all-analog ResNet20 (untrained weights, BN at init) for the engine speed rows: speed does
+    not depend on training, only on the shapes and the tile configuration."""
+    from mps.cost_model import load_hardware_profile
+    from mps.models import build_model
+    from mps.supernet import realize
+    from mps.supernet.convert import trace_layers
+
+    model = build_model("resnet20", image_shape[0], num_classes, image_shape[-1])
+    infos, _ = trace_layers(model, image_shape)
+    profile = load_hardware_profile(REPO / "hardware" / "pcm_default.yaml")
+    return realize(model, {name: "analog" for name in infos}, profile, image_shape).eval()
+
+
+def engine_rows(fig: Figure, inp: Inputs, models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor,
+                bs: int, seed: int) -> None:
+    """Images/s of program + drift + forward with the fast engine vs aihwkit's forward, side by side
+    (round-robin, median of the runs), the speed-up, and a profile of the fast forward."""
+    n = len(x)
+    for name, model in models.items():
+        fns = {e: drift_evaluation(model, x, y, bs, seed, engine=e) for e in ("aihwkit", "fast")}
+        stats = interleaved(fns, inp.runs, warmup=1)
+        acc = {e: fn() for e, fn in fns.items()}
+        for e in fns:
+            fig.add_stats(f"all-analog {name}: program + drift + forward, engine {e} (batch {bs})",
+                          Stats([n / s for s in stats[e].values]), "images/s",
+                          note=f"{n} images; accuracy {acc[e]:.2f} % at 1 d")
+        fig.add_stats(f"all-analog {name}: fast engine speed-up (aihwkit time / fast time)",
+                      ratio(stats["aihwkit"], stats["fast"]), "x", note="goal >= 10x; same seeds, same draws")
+        from mps.analog_inference import inference_engine
+
+        with inference_engine(model, "fast"):
+            shares = profile_shares(model, x[: 64 if inp.quick else 256])
+        for group, share in shares.items():
+            fig.add(f"profile of {name} fast-engine forward: {group}", share, "% self CPU")
 
 
 def aihwkit_straightforward(pretrained: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, seed: int,
@@ -234,6 +274,9 @@ def run(inp: Inputs) -> Figure:
     shares = profile_shares(analog, x[: 64 if inp.quick else 256])
     for group, share in shares.items():
         fig.add(f"profile of all-analog forward: {group}", share, "% self CPU")
+
+    resnet20 = all_analog_resnet20(tuple(x.shape[1:]), int(y.max()) + 1)
+    engine_rows(fig, inp, {"resnet8": analog, "resnet20": resnet20}, x, y, bs, seed)
 
     _stage_share(fig, inp)
     speedup_rows(fig, inp)

@@ -219,6 +219,9 @@ class EvaluateConfig(_Section):
     max_test_examples: int | None = Field(default=None, gt=0)
     # training batches (of 128) that re-estimate a sub-network's BatchNorm statistics before it is scored
     bn_recalibration_batches: int = Field(default=8, ge=0)
+    # eval-mode forward of programmed/drifted analog tiles, for every stage's evaluations:
+    # fast = mps/analog_inference.py (aihwkit's torch-tile arithmetic, checked against it), aihwkit = aihwkit's own
+    engine: Literal["fast", "aihwkit"] = "fast"
 
     @field_validator("drift_times")
     @classmethod

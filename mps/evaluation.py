@@ -12,6 +12,11 @@ that all methods are measured the same way:
    noise and global drift compensation) and measure accuracy.  Nothing is rebuilt or
    retrained per time point;
 3. the programmed state is cleared afterwards, so the model can be reused.
+
+Every eval-mode forward of the analog layers here (BN recalibration of unprogrammed tiles
+included) runs on ``EvalSet.engine``: ``fast`` (:mod:`mps.analog_inference`, aihwkit's torch-tile
+arithmetic with aihwkit's random draws; programming, drift and read noise are aihwkit's
+calls either way) or ``aihwkit`` (aihwkit's own forward).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from mps.analog_inference import inference_engine
 from mps.supernet.analog import analog_layers, drift_analog, program_analog, reset_programming
 from mps.training import evaluate_accuracy, iterate_batches
 
@@ -38,6 +44,7 @@ class EvalSet:
     calib_batches: int = 8
     calib_batch_size: int = 128
     device: str = "cpu"
+    engine: str = "fast"  # analog eval forward: "fast" (mps.analog_inference) | "aihwkit"
 
 
 @torch.no_grad()
@@ -76,24 +83,25 @@ def drift_accuracy_grid(model: nn.Module, data: EvalSet, drift_times: Sequence[f
     repeated, which is exact and saves the repeats' time.
     """
     model.to(data.device).eval()
-    if recalibrate and data.calib_x is not None:
-        torch.manual_seed(seed)
-        recalibrate_batchnorm(model, data.calib_x, data.calib_batches, data.calib_batch_size, data.device)
-    out = np.zeros((repeats, len(drift_times)))
-    if not has_analog(model):
-        acc = evaluate_accuracy(model, data.x, data.y, data.batch_size, data.device)
-        out[:] = acc
-        return out
-    try:
-        for r in range(repeats):
-            torch.manual_seed(seed + r)
+    with inference_engine(model, data.engine):
+        if recalibrate and data.calib_x is not None:
+            torch.manual_seed(seed)
+            recalibrate_batchnorm(model, data.calib_x, data.calib_batches, data.calib_batch_size, data.device)
+        out = np.zeros((repeats, len(drift_times)))
+        if not has_analog(model):
+            acc = evaluate_accuracy(model, data.x, data.y, data.batch_size, data.device)
+            out[:] = acc
+            return out
+        try:
+            for r in range(repeats):
+                torch.manual_seed(seed + r)
+                reset_programming(model)
+                program_analog(model)
+                for j, t in enumerate(drift_times):
+                    drift_analog(model, t)
+                    out[r, j] = evaluate_accuracy(model, data.x, data.y, data.batch_size, data.device)
+        finally:
             reset_programming(model)
-            program_analog(model)
-            for j, t in enumerate(drift_times):
-                drift_analog(model, t)
-                out[r, j] = evaluate_accuracy(model, data.x, data.y, data.batch_size, data.device)
-    finally:
-        reset_programming(model)
     return out
 
 

@@ -185,9 +185,10 @@ def apply_noise_fraction(supernet: Supernet, fractions: dict[str, float], profil
         set_training_noise(layer, f * profile.analog.out_noise, f * profile.analog.hwa_weight_noise)
 
 
-def sensitivity_probe(supernet: Supernet, splits: Splits, seed: int, device: str) -> dict[str, float]:
+def sensitivity_probe(supernet: Supernet, splits: Splits, seed: int, device: str,
+                      engine: str = "fast") -> dict[str, float]:
     """Quick per-layer probe: accuracy drop with only that layer analog (programming noise, t=1 s)."""
-    data = eval_set(splits, "val", PROBE_EXAMPLES, seed, calib_batches=2, device=device)
+    data = eval_set(splits, "val", PROBE_EXAMPLES, seed, calib_batches=2, device=device, engine=engine)
     reference = supernet.uniform_mapping("fp16")
     ref_acc, _ = accuracy_at(extract(supernet, reference), data, 1.0, 1, seed)
     drops = {}
@@ -208,7 +209,7 @@ def evidence(supernet: Supernet, pretrained_path: Path, splits: Splits, params: 
     """
     cfg = params.adapt
     data = eval_set(splits, "test", cfg.evidence_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
-                    device=params.device)
+                    device=params.device, engine=params.evaluate.engine)
     times = [float(t) for t in cfg.evidence_drift_times]
     fp32_model, ckpt = load_pretrained(pretrained_path)
     shape = tuple(ckpt["image_shape"])
@@ -300,7 +301,7 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
             # phase 1 trains every path fairly without HWA noise; phase 2 ramps it up
             apply_noise_fraction(supernet, {n: 0.0 for n in analog_choice_layers(supernet)}, profile)
         elif sensitivity is None and cfg.hwa == "noise_scaled":
-            sensitivity = sensitivity_probe(supernet, splits, params.seed, params.device)
+            sensitivity = sensitivity_probe(supernet, splits, params.seed, params.device, params.evaluate.engine)
             tracker.log_metrics({f"probe_drop.{n}": v for n, v in sensitivity.items()})
         # uniform HWA: every layer on the linear ramp (z = 0); noise-scaled: by probed sensitivity
         z = normalised_sensitivity(sensitivity or {}) if cfg.hwa == "noise_scaled" else {}

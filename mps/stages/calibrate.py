@@ -141,7 +141,8 @@ def calibration_set(params: Params, splits: Splits) -> EvalSet:
     """The seeded validation subset every sub-network is scored on (and its BN-recalibration batches)."""
     cfg = params.calibrate
     return eval_set(splits, "val", cfg.val_examples, params.seed, cfg.batch_size,
-                    calib_batches=cfg.bn_recalibration_batches, device=params.device)
+                    calib_batches=cfg.bn_recalibration_batches, device=params.device,
+                    engine=params.evaluate.engine)
 
 
 def layer_grid(supernet: Supernet, reference_mapping: dict[str, str], layer: str | None, data: EvalSet,

@@ -39,13 +39,14 @@ def _head(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int) -> tup
 
 
 def eval_set(splits: Splits, split: str, limit: int | None, seed: int, batch_size: int = 512,
-             calib_batches: int = 8, device: str = "auto") -> EvalSet:
-    """Scoring examples from ``split`` plus training examples for BN recalibration."""
+             calib_batches: int = 8, device: str = "auto", engine: str = "fast") -> EvalSet:
+    """Scoring examples from ``split`` plus training examples for BN recalibration; ``engine``:
+    the analog inference engine (``params.evaluate.engine``)."""
     x, y = _head(*getattr(splits, split), limit, seed)
     calib_x = splits.train[0][torch.randperm(len(splits.train[0]), generator=torch.Generator().manual_seed(seed + 1))
                               [: calib_batches * 128]]
     return EvalSet(x, y, calib_x=calib_x, batch_size=batch_size, calib_batches=calib_batches, calib_batch_size=128,
-                   device=str(resolve_device(device)))
+                   device=str(resolve_device(device)), engine=engine)
 
 
 def hardware_profile(params: Params):

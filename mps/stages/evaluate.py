@@ -359,7 +359,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
     costs_of = {c.name: supernet.costs(c.mapping.layers, profile) for c in candidates}
     data = eval_set(splits, "test", cfg.max_test_examples, params.seed, cfg.batch_size,
-                    calib_batches=cfg.bn_recalibration_batches, device=params.device)
+                    calib_batches=cfg.bn_recalibration_batches, device=params.device, engine=cfg.engine)
 
     tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
                         "mappings": len(candidates), "test_examples": len(data.x),

@@ -285,7 +285,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         key_inputs.append(sensitivity_path)
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
     data = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
-                    device=params.device)
+                    device=params.device, engine=params.evaluate.engine)
     fp32_size = supernet.costs(fp32_mapping(supernet), profile).digital_size_mb
     shape = tuple(pre_ckpt["image_shape"])
 
