@@ -32,7 +32,7 @@ import torch.nn.functional as F
 
 from mps import data as mdata
 from mps.artifacts import ArtifactError, atomic_write_json, provenance
-from mps.config import Params
+from mps.config import AdaptConfig, Params
 from mps.evaluation import accuracy_at, drift_accuracy_grid
 from mps.noise_schedule import normalised_sensitivity, ramp_fraction, ramp_step_at
 from mps.runtime import progress, resolve_device, seed_everything
@@ -152,22 +152,23 @@ def random_path(supernet: Supernet, generator: torch.Generator,
 
 def fair_step(supernet: Supernet, xb: torch.Tensor, yb: torch.Tensor, optimizer: torch.optim.Optimizer,
               generator: torch.Generator, where: str, teacher: torch.Tensor | None = None,
-              distill_weight: float = 0.0, mixing: float = 1.0, fairness: bool = True,
-              equalize: bool = False, skip_contexts: bool = False) -> tuple[float, dict[str, dict[str, int]]]:
+              cfg: AdaptConfig | None = None) -> tuple[float, dict[str, dict[str, int]]]:
     """One fairness step: the paths of :func:`fair_paths` (one random path without
-    ``fairness``), accumulated gradients, one update."""
-    paths, counts = (fair_paths(supernet.allowed, generator, supernet.ties, mixing, skip_contexts) if fairness
-                     else random_path(supernet, generator, skip_contexts))
+    ``cfg.fairness``), accumulated gradients, one update; ``cfg`` (default: the defaults)
+    gives distillation weight, context mixing, skip contexts and analog-gradient equalisation."""
+    cfg = cfg or AdaptConfig()
+    paths, counts = (fair_paths(supernet.allowed, generator, supernet.ties, cfg.context_mixing, cfg.skip_contexts)
+                     if cfg.fairness else random_path(supernet, generator, cfg.skip_contexts))
     optimizer.zero_grad(set_to_none=True)
     total = 0.0
     for mapping in paths:
         supernet.set_mapping(mapping)
-        loss = path_loss(supernet(xb), yb, teacher, distill_weight)
+        loss = path_loss(supernet(xb), yb, teacher, cfg.distillation)
         check_finite(loss, where)
         loss.backward()
         total += loss.item()
     scale_shared_grads(supernet, counts)
-    if equalize:
+    if cfg.equalize_analog_lr:
         equalize_analog_gradients(supernet)
     optimizer.step()
     clip_analog(supernet)
@@ -325,8 +326,7 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
                 with torch.no_grad():
                     soft = teacher(xb)
             loss, _ = fair_step(supernet, xb, y_train[idx].to(device), optimizer, gen,
-                                f"adapt {phase} epoch {epoch + 1}", soft, cfg.distillation, cfg.context_mixing,
-                                cfg.fairness, cfg.equalize_analog_lr, cfg.skip_contexts)
+                                f"adapt {phase} epoch {epoch + 1}", soft, cfg)
             scheduler.step()
             losses.append(loss)
         wall[phase] += time.perf_counter() - t0
