@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mps import data as mdata
-from mps.runtime import progress
+from mps.runtime import progress, resolve_device
 from mps.supernet.analog import clip_analog, equalize_analog_gradients
 from mps.training import check_finite, epoch_generator, iterate_batches, sgd
 
@@ -37,6 +37,7 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, bat
              fill: torch.Tensor | None = None, desc: str = "hwa", equalize: bool = False) -> dict[str, float]:
     """Train ``model`` in place for ``steps`` SGD steps (batches of ``x``/``y``, reshuffled each
     pass); returns the mean training loss of the first and last tenth of the steps."""
+    device = str(resolve_device(device))  # params' "auto" works here too
     model.to(device).train()
     optimizer = sgd(trainable_parameters(model), lr, momentum, weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))

@@ -43,7 +43,8 @@ def test_zero_learning_rate_moves_weights_only_by_the_post_update_clip(tiny_data
         clip_analog(clipped)
     digital = {n: p.detach().clone() for n, p in model.named_parameters() if ".analog_module." not in n
                and not n.endswith("analog_ctx")}
-    finetune(model, *splits.train, steps=3, batch_size=32, lr=0.0, momentum=0.9, weight_decay=0.0, seed=0)
+    finetune(model, *splits.train, steps=3, batch_size=32, lr=0.0, momentum=0.9, weight_decay=0.0, seed=0,
+             device="auto")  # params' default device
     for a, b in zip(_tile_weights(clipped), _tile_weights(model)):
         assert torch.equal(a, b)
     for n, p in model.named_parameters():

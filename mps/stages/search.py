@@ -41,7 +41,7 @@ from mps.config import ConfigError, Params, SearchConfig
 from mps.cost_model import parse_hardware_profile
 from mps.pareto import (DEFAULT_REF, normalized_hypervolume, objective_senses, pareto_ranks, report_bounds,
                         to_minimization)
-from mps.runtime import resolve_device, seed_everything
+from mps.runtime import seed_everything
 from mps.search.baselines import (FP32, fp32_baseline, fp32_mapping, greedy_search, hwa_baseline, nsga2_population,
                                   nsga2_search, random_search, read_sensitivity, sensitivity_order, straight_baseline,
                                   uniform_baseline)
@@ -300,7 +300,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         a = params.adapt
         steps = adapt_steps(params, len(splits.train[0]))
         return finetune(model, *splits.train, steps, a.batch_size, a.lr, a.momentum, a.weight_decay, params.seed,
-                        str(resolve_device(params.device)), a.augment, black_fill(splits.manifest), desc="search analog_hwa",
+                        params.device, a.augment, black_fill(splits.manifest), desc="search analog_hwa",
                         equalize=a.equalize_analog_lr)
 
     meta = {k: supernet.meta[k] for k in ("model_name", "model_id", "num_classes", "data_fingerprint",
