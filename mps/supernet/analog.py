@@ -156,5 +156,8 @@ def reset_programming(model: nn.Module) -> None:
             tile.drift_noise_parameters = None
             # the drift-compensation scale of the last drift would otherwise keep multiplying
             # every eval-mode output of the (now unprogrammed) tile
-            tile.alpha = torch.ones_like(torch.as_tensor(tile.alpha))
+            # (shape (1,), as aihwkit creates it: a drifted alpha is 0-d, and a state dict saved
+            # after an evaluation must load into a freshly built model)
+            alpha = torch.as_tensor(tile.alpha)
+            tile.alpha = torch.ones((1,), dtype=alpha.dtype, device=alpha.device)
             tile.drift_baseline = None
