@@ -121,8 +121,8 @@ def search_alphas(supernet, x: torch.Tensor, y: torch.Tensor, lam: float, costs:
             w_opt.step()
             a_opt.step()
             clip_analog(net)
-            ce_first = float(ce) if ce_first is None else ce_first
-            ce_last = float(ce)
+            ce_last = float(ce.detach())
+            ce_first = ce_last if ce_first is None else ce_first
             step += 1
         epoch += 1
     net.eval()
