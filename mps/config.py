@@ -254,6 +254,50 @@ def _check_drift_times(v: list[float]) -> list[float]:
 
 
 # --------------------------------------------------------------------------- search
+class LionheartConfig(_Section):
+    """LionHEART (mps.search.lionheart): one greedy retrain-and-test run per accuracy threshold."""
+
+    # accuracy points a run may lose against its digital start; one run (one mapping) per value
+    thresholds: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1)
+    # hardware-aware retraining steps after each candidate layer; null = one epoch (LionHEART's default)
+    steps: int | None = Field(default=None, gt=0)
+    # programming-noise repeats per evaluation at search.drift_time (LionHEART: 10)
+    repeats: int = Field(default=10, gt=0)
+    # candidate order: MACs (largest first, LH.py) or analog tile utilisation (highest first)
+    order: Literal["macs", "tile_utilization"] = "macs"
+    # operator of the layers still digital: fp32 (LionHEART's float network) or int8 (the chip's digital unit)
+    digital: Literal["fp32", "int8"] = "fp32"
+
+    @field_validator("thresholds")
+    @classmethod
+    def _thresholds(cls, v: list[float]) -> list[float]:
+        if any(t < 0 for t in v) or len(set(v)) != len(v):
+            raise ValueError("thresholds must be distinct accuracy points >= 0; fix: e.g. [0.5, 1, 2, 4]")
+        return sorted(v)
+
+
+class OdimoConfig(_Section):
+    """ODiMo-style differentiable search (mps.search.odimo): one search + fine-tuning per lambda."""
+
+    # weights of the expected cost (normalised to the costliest mapping) in the loss; one mapping each
+    lambdas: list[float] = Field(default_factory=lambda: [0.0, 0.3, 1.0, 3.0], min_length=1)
+    steps: int = Field(default=60, gt=0)  # joint weight + alpha steps of each search
+    cost: Literal["energy", "latency"] = "energy"
+    # HWA fine-tuning steps of each argmax mapping; null = the adaptation's step count (as analog_hwa)
+    finetune_steps: int | None = Field(default=None, gt=0)
+    weight_lr: float = Field(default=1e-3, gt=0)  # ODiMo: weights SGD lr 1e-3
+    alpha_lr: float = Field(default=1e-3, gt=0)   # ODiMo: alphas Adam lr 1e-3
+    initial_temperature: float = Field(default=1.0, gt=0)
+    temperature_decay: float = Field(default=0.045, ge=0)  # T *= exp(-decay) per epoch (ODiMo)
+
+    @field_validator("lambdas")
+    @classmethod
+    def _lambdas(cls, v: list[float]) -> list[float]:
+        if any(x < 0 for x in v) or len(set(v)) != len(v):
+            raise ValueError("lambdas must be distinct values >= 0; fix: e.g. [0, 0.3, 1, 3]")
+        return sorted(v)
+
+
 class SearchConfig(_Section):
     budget: int = Field(default=48, gt=0, description="sub-network evaluations per searcher")
     iterations: int = Field(default=4, gt=0)
@@ -267,9 +311,9 @@ class SearchConfig(_Section):
     val_examples: int | None = Field(default=2000, gt=0)
     max_acc_drop: float = Field(default=1.0, ge=0, le=100)  # accuracy points
     baselines: list[Literal["fp32", "int8", "analog", "analog_straight", "analog_hwa", "greedy", "random",
-                            "nsga2"]] = Field(
+                            "nsga2", "lionheart", "odimo"]] = Field(
         default_factory=lambda: ["fp32", "int8", "analog", "analog_straight", "analog_hwa", "greedy", "random",
-                                 "nsga2"]
+                                 "nsga2", "lionheart", "odimo"]
     )
     # training batches (of 128) that re-estimate a sub-network's BN statistics before it is scored; 0 = none
     bn_recalibration_batches: int = Field(default=8, ge=0)
@@ -277,6 +321,8 @@ class SearchConfig(_Section):
     extraction_samples: int = Field(default=512, gt=0)
     # NSGA-II population size; None = budget // 4 clamped to [4, 50], so a small budget still sees generations
     nsga2_population: int | None = Field(default=None, gt=1)
+    lionheart: LionheartConfig = Field(default_factory=LionheartConfig)
+    odimo: OdimoConfig = Field(default_factory=OdimoConfig)
 
     @field_validator("baselines")
     @classmethod

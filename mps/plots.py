@@ -30,10 +30,11 @@ from mps.units import drift_label, drift_title  # noqa: E402
 # The searched method(s) are drawn as circles; each baseline has its own marker.
 SEARCH_METHODS = ("mps", "mpaas")
 METHOD_MARKERS = {"mps": "o", "mpaas": "h", "fp32": "*", "int8": "s", "fp16": "p", "analog": "D",
-                  "greedy": "^", "random": "P", "nsga2": "v"}
+                  "greedy": "^", "random": "P", "nsga2": "v", "lionheart": "X", "odimo": "d"}
 _EXTRA_MARKERS = ("<", ">", "d", "8", "X", "H")
 METHOD_COLOURS = {"mps": "#1f77b4", "mpaas": "#17becf", "fp32": "#000000", "int8": "#ff7f0e", "fp16": "#bcbd22",
-                  "analog": "#2ca02c", "greedy": "#d62728", "random": "#7f7f7f", "nsga2": "#9467bd"}
+                  "analog": "#2ca02c", "greedy": "#d62728", "random": "#7f7f7f", "nsga2": "#9467bd",
+                  "lionheart": "#8c564b", "odimo": "#e377c2"}
 _EXTRA_COLOURS = ("#8c564b", "#e377c2", "#393b79", "#637939", "#843c39", "#7b4173")
 OPERATOR_COLOURS = {"analog": "#2ca02c", "int8": "#ff7f0e", "int4": "#ffbb78", "fp16": "#bcbd22",
                     "fp32": "#7f7f7f", "skip": "#d9d9d9"}
@@ -126,6 +127,27 @@ def pareto_plot(results: pd.DataFrame, path: str | Path, reference_time: float,
         if isinstance(handle, Collection):
             handle.set_facecolor("white")
             handle.set_edgecolor("black")
+    return _save(fig, path)
+
+
+# --------------------------------------------------------------------------- mapping time
+def mapping_time_plot(methods: pd.DataFrame, path: str | Path) -> Path:
+    """Hypervolume against mapping time (log scale), one labelled point per method.
+
+    ``methods`` has columns Method, mapping_seconds and hypervolume (all with the same
+    reference point); methods without a time are left out."""
+    rows = methods.dropna(subset=["mapping_seconds", "hypervolume"])
+    fig, ax = plt.subplots(figsize=(7.0, 4.5))
+    for r in rows.itertuples(index=False):
+        t = max(float(r.mapping_seconds), 1e-2)  # a ~0 s method still shows on the log axis
+        ax.scatter([t], [float(r.hypervolume)], marker=method_marker(r.Method), color=method_colour(r.Method),
+                   s=90, edgecolors="black", linewidths=0.6, zorder=3)
+        ax.annotate(r.Method, (t, float(r.hypervolume)), textcoords="offset points", xytext=(6, 5), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel("mapping time: pretrained model to Pareto set, training included (s, log)")
+    ax.set_ylabel("hypervolume (same reference point)")
+    ax.set_title("Hypervolume vs mapping time")
+    ax.grid(True, alpha=0.3, which="both")
     return _save(fig, path)
 
 

@@ -52,7 +52,8 @@ def tiny_run(tiny_data, tiny_supernet, tiny_pretrained, tmp_path_factory):
                    "digital_size_mb": 0.1, "rank_in_method": 0} for n, (m, _) in mappings.items()]
                  ).to_csv(search / "pareto.csv", index=False)
     (search / "search.json").write_text(json.dumps({"methods": {
-        "mps": {"hypervolume": 0.42, "search_seconds": 12.5, "evaluations": 8, "details": {"hypervolume": 9.0}},
+        "mps": {"hypervolume": 0.42, "search_seconds": 12.5, "evaluations": 8, "mapping_seconds": 30.5,
+                "details": {"hypervolume": 9.0}},
         "int8": {"hypervolume": 0.1, "search_seconds": 0.5, "evaluations": 1},
         "fp32": {"hypervolume": 0.05, "search_seconds": 0.4, "evaluations": 1}}}))
     pd.DataFrame([{"layer": n, "drift_time": t, "mean_drop": float(i % 5), "std_drop": 0.1}
@@ -99,6 +100,9 @@ def test_report_contains_every_plot_and_the_table(tiny_run, tmp_path):
     assert "| int8 (int8) µJ / ms |" in md and "| Lowest energy |" in md
     # each method's hypervolume and search time from search.json (not from the nested details)
     assert "| mps | 3 |" in md and "| 0.42 |" in md and "| 12.5 |" in md and "| 9 |" not in md
+    # mapping time beside the hypervolume, and plotted against it; the equal-budget race as its own table
+    assert "Mapping time (s)" in md and "| 30.5 |" in md and "](mapping_time.png)" in md
+    assert "## Equal evaluation budget" in md
 
     # the constraint (loose here: every mapping meets it), maximising the analog MAC ratio
     pool = results[results["Method"] != "fp32"]
@@ -146,11 +150,12 @@ def test_select_mapping_known_answer():
 
 
 def test_search_summary_reads_nested_and_flat_layouts():
-    nested = {"methods": {"mps": {"hypervolume": 0.5, "search_seconds": 3.0, "evaluations": 8,
+    nested = {"methods": {"mps": {"hypervolume": 0.5, "search_seconds": 3.0, "evaluations": 8, "mapping_seconds": 7.0,
                                   "details": {"hypervolume": 1.0}}}, "hypervolume_reference": {"x": 1}}
     flat = {"mps.hypervolume": 0.5, "mps.search_seconds": 3.0, "nsga2.hypervolume": 0.25}
     a = rp.search_summary(nested, ["mps", "nsga2"]).set_index("Method")
     assert a.loc["mps", "search_hypervolume"] == 0.5 and a.loc["mps", "evaluations"] == 8
+    assert a.loc["mps", "mapping_seconds"] == 7.0 and pd.isna(a.loc["nsga2", "mapping_seconds"])
     assert pd.isna(a.loc["nsga2", "search_hypervolume"])
     b = rp.search_summary(flat, ["mps", "nsga2"]).set_index("Method")
     assert b.loc["nsga2", "search_hypervolume"] == 0.25 and b.loc["mps", "search_seconds"] == 3.0

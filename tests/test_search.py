@@ -259,7 +259,9 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
     budget = 4
     params = tiny_params(**{"search.budget": budget, "search.val_examples": VAL, "search.alpha_steps": 10,
                             "search.extraction_samples": 64, "search.pareto_size": 3,
-                            "search.bn_recalibration_batches": 0})
+                            "search.bn_recalibration_batches": 0, "search.lionheart.thresholds": [4.0],
+                            "search.odimo.lambdas": [0.0, 100.0], "search.odimo.steps": 2,
+                            "search.odimo.finetune_steps": 1})
     supernet, _ = load_supernet(tiny_supernet)
     sens = sensitivity_csv(tmp_path / "sensitivity.csv", supernet)
     out = tmp_path / "search"
@@ -267,7 +269,8 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
         summary = run(params, tiny_data, tiny_supernet, tiny_pretrained, sens, out, tmp_path / "work", tracker)
         run_id = tracker.run_id
 
-    methods = ["mps", "fp32", "int8", "analog", "analog_straight", "analog_hwa", "greedy", "random", "nsga2"]
+    methods = ["mps", "fp32", "int8", "analog", "analog_straight", "analog_hwa", "greedy", "random", "nsga2",
+               "lionheart", "odimo"]
     assert list(summary["methods"]) == methods
     # equal accounting: searchers that can use the whole budget use exactly it, none exceeds it
     used = {m: summary["methods"][m]["evaluations"] for m in methods}
@@ -284,11 +287,16 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
     hwa = load_mapping(out / "mappings" / "analog_hwa.json")
     assert hwa.source == "analog_hwa.pt" and (out / "mappings" / "analog_hwa.pt").is_file()
     assert load_mapping(out / "mappings" / "analog.json").source is None
-    assert sorted(p.name for p in (out / "mappings").glob("*.pt")) == ["analog_hwa.pt"]
+    # every network a method trained sits beside its mapping: HWA, LionHEART's runs, ODiMo's fine-tuned argmaxes
+    trained = sorted(p.name for p in (out / "mappings").glob("*.pt"))
+    assert trained[0] == "analog_hwa.pt" and {n.split("-")[0] for n in trained[1:]} == {"lionheart", "odimo"}
+    assert len(trained) == 1 + summary["methods"]["lionheart"]["mappings"] + summary["methods"]["odimo"]["mappings"]
     allowed = supernet.allowed
     model_id = supernet.meta["model_id"]
+    with_fp32 = {n: [*ops, "fp32"] for n, ops in allowed.items()}  # LionHEART's digital layers stay float
     for p in files:
-        m = load_mapping(p, model_id, {n: None for n in allowed} if p.stem == "fp32" else allowed)
+        m = load_mapping(p, model_id, {n: None for n in allowed} if p.stem == "fp32" else
+                         with_fp32 if p.stem.startswith("lionheart") else allowed)
         assert m.name == p.stem and m.provenance["params_digest"] == params.digest()
         if p.stem == "fp32":
             assert set(m.layers.values()) == {"fp32"}
@@ -308,6 +316,8 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
         entry = saved["methods"][method]
         assert entry["mappings"] == int((table["method"] == method).sum()) >= 1
         assert entry["search_seconds"] > 0
+        # no adapt metrics.json beside the fixture's supernet: mapping time = the method's own time
+        assert entry["mapping_seconds"] == pytest.approx(entry["search_seconds"], abs=2e-3)
         rows = table[table["method"] == method]
         F = np.column_stack([rows["accuracy"] / 100, rows["analog_mac_ratio"], rows["digital_size_mb"]])
         F[:, :2] *= -1
@@ -322,7 +332,7 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
 
     logged = MlflowClient(tracking_uri=mlflow_uri).get_run(run_id).data.metrics
     for method in methods:
-        for key in ("hypervolume", "search_seconds", "evaluations"):
+        for key in ("hypervolume", "search_seconds", "mapping_seconds", "evaluations"):
             assert f"{method}.{key}" in logged
     assert logged["mps.evaluations"] == budget
     # the run's artifacts live beside its store (here the test's folder), not in the working tree

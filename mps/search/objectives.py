@@ -101,6 +101,7 @@ class ObjectiveEvaluator:
     seed: int
     name: str = "search"
     show_progress: bool = True
+    repeats: int = 1  # programming-noise draws per evaluation (accuracy = their mean); LionHEART uses several
     history: list[Evaluation] = field(default_factory=list, init=False)
     _cache: dict[str, Evaluation] = field(default_factory=dict, init=False, repr=False)
     _bar: Any = field(default=None, init=False, repr=False)  # tqdm bar, made on first evaluation
@@ -151,9 +152,9 @@ class ObjectiveEvaluator:
             model = extract(self.supernet, mapping)
         else:
             model = build()
-        grid = drift_accuracy_grid(model, self.data, [self.drift_time], 1, mapping_seed(mapping, self.seed),
-                                   recalibrate=recalibrate)
-        accuracy = round(float(grid[0, 0]), 4)  # as the evaluate stage writes it; 1/n steps anyway
+        grid = drift_accuracy_grid(model, self.data, [self.drift_time], self.repeats,
+                                   mapping_seed(mapping, self.seed), recalibrate=recalibrate)
+        accuracy = round(float(grid[:, 0].mean()), 4)  # as the evaluate stage writes it; 1/n steps anyway
         del model
         result = Evaluation(mapping, {"accuracy": float(accuracy), **cost_obj}, costs, self.used)
         self.history.append(result)

@@ -55,6 +55,7 @@ from mps.runtime import progress
 from mps.stages.common import eval_set, load_supernet_inputs
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import MappingFile, check_layers, extract, load_mapping, realize
+from mps.supernet.mapping import allowed_for
 from mps.supernet.extract import load_deployed
 from mps.supernet.analog import analog_layers
 from mps.supernet.mapping import MappingError
@@ -113,8 +114,8 @@ def load_candidates(mappings_dir: Path, model_id: str, allowed: dict[str, list[s
         mapping = load_mapping(path, model_id)
         if is_fp32_mapping(mapping.layers):
             check_layers(mapping.layers, {n: None for n in allowed}, model_id, source=str(path))
-        else:
-            check_layers(mapping.layers, allowed, model_id, source=str(path), ties=ties)
+        else:  # a trained network of its own may keep float layers (LionHEART)
+            check_layers(mapping.layers, allowed_for(mapping, allowed), model_id, source=str(path), ties=ties)
         if mapping.name in seen:
             raise MappingError(f"{path}: mapping name {mapping.name!r} is also used by {seen[mapping.name].name}; "
                                "fix: give each mapping file a unique name")

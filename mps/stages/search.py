@@ -15,9 +15,17 @@ Outputs (into ``--out``):
   within its method and over all methods;
 * ``search.json``: per method the search time, evaluations used, hypervolume of its set and
   number of mappings; every hypervolume uses the same fixed normalisation
-  (:func:`mps.pareto.report_bounds` with the FP32 model's digital size) and reference point;
-* ``metrics.json``: the headline of ``search.json`` (per method its hypervolume and search
-  time), what ``dvc metrics show`` lists.
+  (:func:`mps.pareto.report_bounds` with the FP32 model's digital size) and reference point.
+  And its *mapping time* (the paper's): wall time from the pretrained checkpoint to the
+  method's set, all training it needs included (:func:`mapping_seconds`): a method that
+  searches the adapted supernet (MPS and the supernet baselines, ODiMo too: it starts from the
+  supernet's weights) adds the adapt stage's training seconds (``fairness_seconds +
+  noise_seconds`` of ``evidence.json`` beside the supernet) and, for ``greedy``, the calibrate
+  stage's seconds when a ``metrics.json`` beside the sensitivity table records them; methods
+  that start from the pretrained model (FP32, straight, HWA, LionHEART) count their own time,
+  their training included.
+* ``metrics.json``: the headline of ``search.json`` (per method its hypervolume, search and
+  mapping time), what ``dvc metrics show`` lists.
 
 Resumable per method: a finished method's result is kept in the work folder and reused by a
 rerun with the same inputs and params (its recorded search time included).
@@ -45,7 +53,9 @@ from mps.runtime import seed_everything
 from mps.search.baselines import (FP32, fp32_baseline, fp32_mapping, greedy_search, hwa_baseline, nsga2_population,
                                   nsga2_search, random_search, read_sensitivity, sensitivity_order, straight_baseline,
                                   uniform_baseline)
+from mps.search.lionheart import lionheart_search
 from mps.search.mps_search import mps_search
+from mps.search.odimo import odimo_search
 from mps.search.objectives import Evaluation, ObjectiveEvaluator, cost_objectives
 from mps.search.result import SearchResult
 from mps.stages.common import eval_set, load_supernet_inputs
@@ -53,7 +63,8 @@ from mps.data import black_fill
 from mps.hwa import finetune
 from mps.supernet import MappingFile, check_layers, realize
 from mps.supernet.extract import load_deployed, save_deployed
-from mps.training import adapt_steps
+from mps.supernet.mapping import allowed_for
+from mps.training import adapt_steps, steps_per_epoch
 from mps.supernet.adapted import WIDE
 from mps.tracking import Tracker
 
@@ -73,7 +84,14 @@ class SearchContext:
     seed: int
     build_pretrained: Callable[[dict], Any]  # realises a mapping from the pretrained model (FP32, straight)
     greedy_order: list[str] | None  # analog-capable layers, least sensitive first
-    train_hwa: Callable[[Any], dict] | None = None  # hardware-aware training of a realised model, in place
+    # hardware-aware training of a realised model in place: train_hwa(model, steps=None, desc=...);
+    # steps None = the adaptation's step count
+    train_hwa: Callable[..., dict] | None = None
+    profile: Any = None  # the hardware profile (LionHEART's order, ODiMo's expected cost)
+    train_data: tuple[Any, Any] | None = None  # training split (ODiMo's search batches)
+    train_batch_size: int = 128
+    train_momentum: float = 0.9
+    epoch_steps: int = 1  # optimizer steps in one epoch of the training split (LionHEART's default round)
 
 
 def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
@@ -106,6 +124,16 @@ def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchCon
         result = random_search(evaluator, sn, k, seed)
     elif method == "nsga2":
         result = nsga2_search(evaluator, sn, k, seed, nsga2_population(cfg.budget, cfg.nsga2_population))
+    elif method == "lionheart":
+        lh = cfg.lionheart
+        steps = lh.steps or ctx.epoch_steps
+        result = lionheart_search(evaluator, sn, ctx.profile, ctx.build_pretrained,
+                                  lambda m: ctx.train_hwa(m, steps=steps, desc="search lionheart"), lh, k, seed)
+    elif method == "odimo":
+        od = cfg.odimo
+        result = odimo_search(evaluator, sn, ctx.profile, *ctx.train_data,
+                              lambda m: ctx.train_hwa(m, steps=od.finetune_steps, desc="search odimo"), od,
+                              ctx.train_batch_size, ctx.train_momentum, k, seed, device=str(evaluator.data.device))
     else:  # config validation makes this unreachable
         raise ValueError(f"unknown search method {method!r}")
     return result
@@ -149,7 +177,7 @@ def write_mapping_folder(folder: Path, files: list[MappingFile], allowed: dict[s
     trained network of each mapping that has one, as ``<name>.pt``)."""
     models = models or {}
     for f in files:
-        ops = {n: None for n in allowed} if f.method == FP32 else allowed
+        ops = {n: None for n in allowed} if f.method == FP32 else allowed_for(f, allowed)
         check_layers(f.layers, ops, f.model_id, source=f"mapping {f.name}", ties=ties)
     with atomic_directory(folder) as tmp:
         for f in files:
@@ -192,6 +220,32 @@ def pareto_table(results: list[SearchResult], objectives: list[str], senses: tup
         for row, r in zip(rows, overall):
             row["rank_overall"] = int(r)
     return pd.DataFrame(rows, columns=PARETO_COLUMNS)
+
+
+# --------------------------------------------------------------------------- mapping time
+SUPERNET_METHODS = frozenset({"mps", "mpaas", "int8", "analog", "greedy", "random", "nsga2", "odimo"})
+"""Methods whose mappings use the adapted supernet's weights: they pay the adaptation."""
+
+
+def stage_seconds(metrics_path: Path, keys: tuple[str, ...]) -> float | None:
+    """Sum of ``keys`` in a stage's JSON record; None when the file or a key is missing."""
+    if not metrics_path.is_file():
+        return None
+    try:
+        raw = read_json(metrics_path, "stage metrics")
+        return float(sum(float(raw[k]) for k in keys))
+    except (ArtifactError, KeyError, TypeError, ValueError):
+        return None
+
+
+def mapping_seconds(method: str, search_seconds: float, adapt_seconds: float | None,
+                    calibrate_seconds: float | None) -> dict[str, float | None]:
+    """The paper's mapping time of a method and its parts (unknown parts count as 0, shown as None)."""
+    parts = {"search": search_seconds,
+             "adapt": adapt_seconds if method in SUPERNET_METHODS else 0.0,
+             "calibrate": calibrate_seconds if method == "greedy" else 0.0}
+    total = sum(v for v in parts.values() if v is not None)
+    return {"mapping_seconds": total, **{f"{k}_seconds": v for k, v in parts.items() if k != "search"}}
 
 
 # --------------------------------------------------------------------------- resume
@@ -295,12 +349,12 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         model, _ = load_pretrained(pretrained_path)
         return realize(model, mapping, profile, shape).eval()
 
-    def train_hwa(model: Any) -> dict:
-        """The adaptation's HWA recipe and step count, on a standalone network (mps.hwa)."""
+    def train_hwa(model: Any, steps: int | None = None, desc: str = "search analog_hwa") -> dict:
+        """The adaptation's HWA recipe (and, by default, step count) on a standalone network (mps.hwa)."""
         a = params.adapt
-        steps = adapt_steps(params, len(splits.train[0]))
+        steps = steps or adapt_steps(params, len(splits.train[0]))
         return finetune(model, *splits.train, steps, a.batch_size, a.lr, a.momentum, a.weight_decay, params.seed,
-                        params.device, a.augment, black_fill(splits.manifest), desc="search analog_hwa",
+                        params.device, a.augment, black_fill(splits.manifest), desc=desc,
                         equalize=a.equalize_analog_lr)
 
     meta = {k: supernet.meta[k] for k in ("model_name", "model_id", "num_classes", "data_fingerprint",
@@ -317,7 +371,15 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
                         "val_examples": len(data.x), "methods": ",".join(methods),
                         **{f"search.{k}": v for k, v in cfg.model_dump().items()}})
     seed_everything(params.seed)
-    ctx = SearchContext(supernet, cfg, params.seed, build_pretrained, greedy_order, train_hwa)
+    ctx = SearchContext(supernet, cfg, params.seed, build_pretrained, greedy_order, train_hwa, profile,
+                        splits.train, params.adapt.batch_size, params.adapt.momentum,
+                        steps_per_epoch(len(splits.train[0]), params.adapt.batch_size))
+    # the adapt stage's timings are in its evidence.json (its metrics.json holds the headline only)
+    adapt_seconds = stage_seconds(Path(supernet_path).parent / "evidence.json", ("fairness_seconds", "noise_seconds"))
+    if adapt_seconds is None:
+        print(f"search: warning: no adapt evidence.json beside {supernet_path}: mapping times leave out the adaptation")
+    calibrate_seconds = (stage_seconds(Path(sensitivity_path).parent / "metrics.json", ("calibrate_seconds",))
+                         if sensitivity_path is not None else None)
     state = SearchState(work_dir, inputs_key(params, key_inputs, fingerprint), save_model, load_model)
 
     def new_evaluator(method: str) -> ObjectiveEvaluator:
@@ -350,11 +412,14 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     for result in results:
         hv = normalized_hypervolume(hv_matrix(result.selected, objectives, senses), lower, upper)
         names = mapping_names(result)
+        timing = mapping_seconds(result.method, result.seconds, adapt_seconds, calibrate_seconds)
         summary["methods"][result.method] = {
             "search_seconds": round(result.seconds, 3), "evaluations": result.evaluations_used,
+            **{k: (None if v is None else round(v, 3)) for k, v in timing.items()},
             "hypervolume": round(hv, 6), "mappings": len(names), "files": [f"mappings/{n}.json" for n in names],
             "details": result.details}
         metrics.update({f"{result.method}.hypervolume": hv, f"{result.method}.search_seconds": result.seconds,
+                        f"{result.method}.mapping_seconds": timing["mapping_seconds"],
                         f"{result.method}.evaluations": result.evaluations_used})
     table = pareto_table(results, objectives, senses)
 
@@ -373,5 +438,6 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         tracker.log_artifact(out_dir / name, "mappings" if name == "mappings" else None)
     for method, entry in summary["methods"].items():
         print(f"search: {method}: hypervolume {entry['hypervolume']:.4f}, {entry['mappings']} mapping(s), "
-              f"{entry['evaluations']} evaluations, {entry['search_seconds']:.1f} s")
+              f"{entry['evaluations']} evaluations, {entry['search_seconds']:.1f} s "
+              f"(mapping time {entry['mapping_seconds']:.1f} s)")
     return summary

@@ -19,7 +19,8 @@ A mapping says, for one model, which operator runs each weight layer.  JSON, sch
 model converted as it is (FP32, straight conversion to analog); a file name = a deployed
 model beside the mapping file, trained by its method (the full-analog HWA baseline,
 LionHEART's retrained networks).  An all-``fp32`` mapping without ``source`` is the pretrained
-model, as before the field existed.
+model, as before the field existed.  A mapping with its own trained network may also use the
+``fp32`` operator (:func:`allowed_for`): LionHEART keeps its digital layers in float.
 
 Applying a mapping to a model whose layers do not match is an error naming the missing and
 the extra layers; an unknown operator or one the layer may not take names the layers too.
@@ -37,6 +38,14 @@ from mps.config import ConfigError
 
 SCHEMA = "mps-mapping/1"
 PRETRAINED = "pretrained"
+
+
+def allowed_for(mapping: "MappingFile", allowed: Mapping[str, list[str]]) -> dict[str, list[str] | None]:
+    """The operators each layer of ``mapping`` may take: the supernet's, plus ``fp32`` for a
+    mapping realised from the pretrained model or trained by its method (not extracted)."""
+    if mapping.source is None and not mapping.from_pretrained:
+        return dict(allowed)
+    return {n: [*ops, "fp32"] if "fp32" not in ops else list(ops) for n, ops in allowed.items()}
 
 
 class MappingError(ConfigError):

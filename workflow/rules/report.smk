@@ -13,6 +13,7 @@ rule report:
         pareto_plot=run_dir("report") + "/pareto.png",
         drift_plot=run_dir("report") + "/drift.png",
         layers_plot=run_dir("report") + "/layers.png",
+        mapping_time_plot=run_dir("report") + "/mapping_time.png",
     params:
         digest=section_digest("report", "evaluate"),
         out=run_dir("report"),

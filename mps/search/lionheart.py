@@ -1,0 +1,149 @@
+"""LionHEART: greedy layer-by-layer conversion to analog, retraining the whole network after
+each candidate and keeping it only if the accuracy holds.
+
+Follows ``lionheart/methods/LH.py`` (IBM/lionheart, class ``LH``):
+
+* **start all digital** (``set_baseline_score``: ``convert_layers_to_digital`` gives the float
+  network): the digital layers are the ``fp32`` operator by default, because LionHEART's
+  threshold is measured against the float network and that is the network it publishes;
+  ``search.lionheart.digital: int8`` prices the digital layers as the chip's INT8 unit instead
+  (the operator MPS's own mappings use), for a comparison on the same digital hardware.  The
+  cost model prices whichever operator is chosen, so an ``fp32`` LionHEART mapping pays 4
+  bytes per digital weight in the digital-memory objective;
+* **candidate order** (``det_candidate_order``): analog-capable layers by MACs, largest first
+  (ties: network order); ``order: tile_utilization`` orders by the analog tile utilisation
+  of the cost model, highest first (LionHEART's alternative);
+* **per candidate**: the candidate layer is converted to analog from the current network's
+  weights (LH.py reloads its current checkpoint and calls ``convert_layers_to_analog``: the
+  weights trained so far are kept), the whole network is retrained
+  (:func:`mps.hwa.finetune` through the search stage's ``train_hwa``: the project's one HWA
+  recipe, not LionHEART's AnalogSGD with separate analog/digital learning rates), then
+  evaluated at ``search.drift_time`` with ``repeats`` programming-noise draws (LH.py: 10
+  draws at ``t_eval`` = 1 day) by the shared :class:`~mps.search.objectives.ObjectiveEvaluator`;
+* **accept rule** (:func:`accepts`, LH.py ``best_score >= baseline_score - drop_threshold``):
+  keep the layer if the accuracy is at least the digital start's minus ``threshold``, else
+  revert to the network before the candidate.  Every candidate is tried (LH.py pops the
+  whole list; it does not stop at the first failure, unlike the ``greedy`` sensitivity mapper).
+
+Departures, and why:
+
+* LH.py retrains each candidate until the score stops improving (``patience`` rounds of
+  ``num_steps``, keeping the best round's checkpoint); here each candidate gets one round of
+  ``steps`` steps (``null`` = one epoch, LH.py's ``num_steps = -1``), so LionHEART's cost is
+  bounded and known in advance;
+* LH.py runs one threshold; a Pareto set needs several, so ``thresholds`` gives one
+  independent run each (from the same digital start), one trained network per run.  The set
+  reported is the non-dominated subset of the runs' final networks (the project's one rule,
+  :mod:`mps.search.result`);
+* evaluations: one for the digital start, then one per candidate per run.  LionHEART's cost
+  is its time, not an evaluation budget: each run gets an evaluator of its own (the same
+  mapping reached by two runs is a different trained network) whose budget is exactly the
+  number of candidates, so ``search.budget`` does not limit it.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import replace
+from typing import Any, Callable, Sequence
+
+from torch import nn
+
+from mps.cost_model import layer_cost
+from mps.search.objectives import Evaluation, ObjectiveEvaluator
+from mps.search.result import SearchResult, select_nondominated
+from mps.supernet.operators import Analog, BuildContext
+
+ANALOG = "analog"
+FP32 = "fp32"
+
+
+def accepts(start_accuracy: float, trial_accuracy: float, threshold: float) -> bool:
+    """LH.py's rule: keep the candidate if its score >= the digital start's score - threshold."""
+    return trial_accuracy >= start_accuracy - threshold
+
+
+def candidate_order(supernet, profile, order: str = "macs") -> list[str]:
+    """Analog-capable layers, largest MACs first (``macs``) or highest analog tile utilisation
+    first (``tile_utilization``); ties keep the network's layer order."""
+    names = [n for n in supernet.infos if ANALOG in supernet.allowed[n]]
+    position = {n: i for i, n in enumerate(supernet.infos)}
+    if order == "macs":
+        key = {n: supernet.infos[n].macs for n in names}
+    elif order == "tile_utilization":
+        key = {n: layer_cost(supernet.infos[n], ANALOG, profile).tile_util_percent for n in names}
+    else:
+        raise ValueError(f"unknown LionHEART order {order!r}")
+    return sorted(names, key=lambda n: (-key[n], position[n]))
+
+
+def _float_layer(op: nn.Module) -> nn.Module:
+    """The float Conv2d/Linear holding a digital operator's (master) weights."""
+    layer = op.layer
+    return getattr(layer, "layer", layer)  # int8: QuantizedLayer wraps the float layer
+
+
+def convert_to_analog(model: nn.Module, name: str, info, profile) -> nn.Module:
+    """A copy of ``model`` with layer ``name`` reconverted to analog from its current weights."""
+    new = copy.deepcopy(model)
+    parent_name, _, child = name.rpartition(".")
+    parent = new.get_submodule(parent_name) if parent_name else new
+    setattr(parent, child, Analog.from_layer(_float_layer(new.get_submodule(name)), BuildContext(info, profile)))
+    return new
+
+
+def lionheart_run(threshold: float, start: Evaluation, start_model: nn.Module, evaluator: ObjectiveEvaluator,
+                  supernet, profile, order: Sequence[str], train: Callable[[nn.Module], dict],
+                  log: Callable[[str], Any] = print) -> tuple[Evaluation, nn.Module, list[str]]:
+    """One LionHEART run: the final evaluation, its trained network and the layers made analog."""
+    current, model, accepted = start, start_model, []
+    for name in order:
+        trial_model = convert_to_analog(model, name, supernet.infos[name], profile)
+        train(trial_model)
+        trial = evaluator.evaluate({**current.mapping, name: ANALOG}, build=lambda m=trial_model: m)
+        keep = accepts(start.accuracy, trial.accuracy, threshold)
+        log(f"search: lionheart@{threshold:g}: {name} -> analog: {trial.accuracy:.2f} % "
+            f"(start {start.accuracy:.2f} %): {'kept' if keep else 'reverted'}")
+        if keep:
+            current, model = trial, trial_model
+            accepted.append(name)
+    return current, model, accepted
+
+
+def lionheart_search(evaluator: ObjectiveEvaluator, supernet, profile, build_pretrained: Callable[[dict], nn.Module],
+                     train: Callable[[nn.Module], dict], cfg, k: int, seed: int,
+                     log: Callable[[str], Any] = print) -> SearchResult:
+    """One run per threshold from the same digital start; the non-dominated final networks.
+
+    ``cfg`` is ``search.lionheart``; ``train`` retrains a network in place for ``cfg.steps``."""
+    digital = {n: cfg.digital for n in supernet.infos}
+    start_model = build_pretrained(digital)
+    start_eval = replace(evaluator, name="lionheart start", budget=1, repeats=cfg.repeats)
+    start = start_eval.evaluate(digital, build=lambda: start_model, recalibrate=cfg.digital != FP32)
+    start_eval.close()
+    order = candidate_order(supernet, profile, cfg.order)
+    finals: list[tuple[Evaluation, nn.Module]] = []
+    history, used, runs = list(start_eval.history), start_eval.used, {}
+    for threshold in cfg.thresholds:
+        run_eval = replace(evaluator, name=f"lionheart@{threshold:g}", budget=max(1, len(order)),
+                           repeats=cfg.repeats)
+        final, model, accepted = lionheart_run(threshold, start, start_model, run_eval, supernet, profile, order,
+                                               train, log)
+        run_eval.close()
+        history += run_eval.history
+        used += run_eval.used
+        finals.append((final, model))
+        runs[f"{threshold:g}"] = {"analog_layers": accepted, "accuracy": final.accuracy,
+                                  "trials": run_eval.used}
+    # the most accurate network of a mapping reached by several runs represents it
+    finals.sort(key=lambda fm: -fm[0].accuracy)
+    models: dict[str, nn.Module] = {}
+    for e, m in finals:
+        models.setdefault(e.key, m)
+    selected = select_nondominated(evaluator, [e for e, _ in finals], k, seed)
+    keys = {e.key for e in selected}
+    evaluations = selected + [e for e in history if e.key not in keys]
+    trained = {e.key: models[e.key] for e in selected}
+    return SearchResult("lionheart", evaluations, selected, used, trained=trained,
+                        details={"start_accuracy": start.accuracy, "digital": cfg.digital, "order": list(order),
+                                 "repeats": cfg.repeats, "runs": runs})

@@ -1,0 +1,162 @@
+"""ODiMo-style differentiable mapping search: per-layer operator weights (alphas) trained with
+the network's weights on a loss of cross-entropy plus lambda times the expected hardware cost.
+
+Follows eml-eda/odimo (``models/quant_module.py``: a shared layer with one path per precision
+mixed by ``softmax(alpha / T)``; ``image_classification/cifar10/multi_run.sh``: a sweep of the
+cost strength):
+
+* the supernet's choice layers in ``mixture`` mode are the mixed layers
+  (:meth:`Supernet.set_mode`), over the same operators MPS searches (the searches compare the
+  same space);
+* the temperature starts at ``initial_temperature`` and is multiplied by
+  ``exp(-temperature_decay)`` (ODiMo: 0.045) per epoch of the training split;
+* weights (SGD, ``weight_lr``; ODiMo 1e-3) and alphas (Adam, ``alpha_lr``; ODiMo 1e-3) step on
+  the same batch; aihwkit's post-update clip follows each weight step;
+* loss = CE + lambda * E[cost] / C, where E[cost] = sum over layers of softmax(alpha/T) .
+  (the layer's cost under each operator, :func:`mps.cost_model.layer_cost`, energy or latency
+  per ``cost``) and C is the cost of the costliest mapping, so lambda is dimensionless and one
+  sweep fits every model and profile;
+* one search per lambda, each on a deep copy of the supernet (the MPS supernet is untouched),
+  alphas reset to uniform; its argmax mapping is fine-tuned and evaluated once.  The set
+  reported is the non-dominated subset over the sweep.
+
+Departures, and why:
+
+* ODiMo's cost is a smooth max of per-accelerator cycle models (parallel units); ours is the
+  project's one cost model, a sum of per-layer costs, so both methods are judged by the same
+  prices;
+* ODiMo's alphas can be per output channel (``SharedMultiPrecConv2d``); ours are per layer
+  (its ``SharedMixQuantChanConv2d`` variant), because a mapping here assigns whole layers;
+* ODiMo's shared weights are one tensor quantised per precision; the supernet holds one
+  weight set per operator (the MPS adaptation's starting point), and the search starts from
+  the adapted supernet's weights, so its mapping time includes the adaptation (see
+  :mod:`mps.stages.search`);
+* the fine-tuning (:func:`mps.hwa.finetune`, ``finetune_steps``) starts from the searched
+  copy's operator weights (ODiMo fine-tunes the network it searched), not from the
+  pretrained model.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import replace
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mps.cost_model import layer_cost
+from mps.search.objectives import Evaluation, ObjectiveEvaluator
+from mps.search.result import SearchResult, select_nondominated
+from mps.supernet.analog import clip_analog
+from mps.supernet.extract import extract
+from mps.training import check_finite, epoch_generator, iterate_batches, sgd
+
+COST_FIELD = {"energy": "energy_uj", "latency": "latency_ms"}
+
+
+def operator_costs(supernet, profile, cost: str) -> dict[str, torch.Tensor]:
+    """Per layer, the cost of each of its operators (in ``ChoiceLayer.op_names`` order)."""
+    field = COST_FIELD[cost]
+    return {name: torch.tensor([float(getattr(layer_cost(supernet.infos[name], op, profile), field))
+                                for op in layer.op_names])
+            for name, layer in supernet.choice_layers().items()}
+
+
+def max_cost(supernet, costs: dict[str, torch.Tensor]) -> float:
+    """Cost of the costliest mapping of the allowed operators: the loss's normaliser."""
+    allowed = supernet.allowed
+    total = 0.0
+    for name, layer in supernet.choice_layers().items():
+        total += max(float(costs[name][layer.op_names.index(op)]) for op in allowed[name])
+    return max(total, 1e-12)
+
+
+def expected_cost(supernet, costs: dict[str, torch.Tensor], tau: float) -> torch.Tensor:
+    """sum over layers of softmax(alpha / tau) . cost vector (differentiable in the alphas)."""
+    return torch.stack([(layer.probabilities(tau) * costs[name]).sum()
+                        for name, layer in supernet.choice_layers().items()]).sum()
+
+
+def reset_alphas(supernet) -> None:
+    """Uniform over the allowed operators; excluded ones stay out of the softmax (-1e4)."""
+    allowed = supernet.allowed
+    with torch.no_grad():
+        for name, layer in supernet.choice_layers().items():
+            for i, op in enumerate(layer.op_names):
+                layer.alphas[i] = 0.0 if op in allowed[name] else -1e4
+
+
+def temperature(cfg, epoch: int) -> float:
+    return cfg.initial_temperature * math.exp(-cfg.temperature_decay * epoch)
+
+
+def search_alphas(supernet, x: torch.Tensor, y: torch.Tensor, lam: float, costs: dict[str, torch.Tensor],
+                  cfg, batch_size: int, momentum: float, seed: int, device: str = "cpu") -> tuple[Any, dict]:
+    """Train a deep copy of ``supernet`` (weights and alphas, same batches) for ``cfg.steps``;
+    return the copy (in fixed mode, its argmax active) and the loss statistics."""
+    net = copy.deepcopy(supernet).to(device)
+    reset_alphas(net)
+    alphas = net.alpha_parameters()
+    w_opt = sgd(list(net.weight_parameters()), cfg.weight_lr, momentum, 0.0)
+    a_opt = torch.optim.Adam(alphas, lr=cfg.alpha_lr)
+    norm = max_cost(net, costs)
+    net.train()
+    step, epoch, ce_first, ce_last = 0, 0, None, 0.0
+    while step < cfg.steps:
+        tau = temperature(cfg, epoch)
+        net.set_mode("mixture", tau)
+        gen = epoch_generator(seed, epoch, salt=37)
+        for idx in iterate_batches(len(x), batch_size, gen, drop_last=len(x) >= batch_size):
+            if step >= cfg.steps:
+                break
+            ce = F.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
+            loss = ce + lam * expected_cost(net, costs, tau) / norm
+            check_finite(loss, f"odimo lambda {lam:g} step {step + 1}")
+            w_opt.zero_grad(set_to_none=True)
+            a_opt.zero_grad(set_to_none=True)
+            loss.backward()
+            w_opt.step()
+            a_opt.step()
+            clip_analog(net)
+            ce_last = float(ce.detach())
+            ce_first = ce_last if ce_first is None else ce_first
+            step += 1
+        epoch += 1
+    net.eval()
+    net.set_mapping(net.argmax_mapping())
+    return net, {"ce_first": ce_first, "ce_last": ce_last, "final_temperature": temperature(cfg, epoch - 1)}
+
+
+def odimo_search(evaluator: ObjectiveEvaluator, supernet, profile, x: torch.Tensor, y: torch.Tensor,
+                 train: Callable[[nn.Module], dict], cfg, batch_size: int, momentum: float, k: int, seed: int,
+                 device: str = "cpu", log: Callable[[str], Any] = print) -> SearchResult:
+    """The lambda sweep: per lambda, search, fine-tune the argmax mapping, evaluate it once."""
+    costs = operator_costs(supernet, profile, cfg.cost)
+    finals: list[tuple[Evaluation, nn.Module]] = []
+    used, runs = 0, {}
+    for lam in cfg.lambdas:
+        net, stats = search_alphas(supernet, x, y, lam, costs, cfg, batch_size, momentum, seed, device)
+        mapping = net.active_mapping()
+        model = extract(net, mapping)
+        del net
+        tuned = train(model)
+        run_eval = replace(evaluator, name=f"odimo@{lam:g}", budget=1)
+        e = run_eval.evaluate(mapping, build=lambda m=model: m)
+        run_eval.close()
+        used += run_eval.used
+        finals.append((e, model))
+        runs[f"{lam:g}"] = {**stats, "accuracy": e.accuracy, "finetune_loss_last": tuned.get("loss_last"),
+                            "mapping": dict(sorted(mapping.items()))}
+        log(f"search: odimo@{lam:g}: {e.accuracy:.2f} %, analog MAC ratio {e.objectives['analog_mac_ratio']:.2f}")
+    finals.sort(key=lambda fm: -fm[0].accuracy)
+    models: dict[str, nn.Module] = {}
+    for e, m in finals:
+        models.setdefault(e.key, m)
+    selected = select_nondominated(evaluator, [e for e, _ in finals], k, seed)
+    keys = {e.key for e in selected}
+    evaluations = selected + [e for e, _ in finals if e.key not in keys]
+    return SearchResult("odimo", evaluations, selected, used, trained={e.key: models[e.key] for e in selected},
+                        details={"cost": cfg.cost, "runs": runs})
