@@ -163,13 +163,16 @@ def test_mpaas_supernet_offers_wide_only_on_pairs_and_refuses_split_pairs():
 def test_fair_paths_with_ties_are_valid_and_cover_every_operator():
     supernet = _supernet()
     for seed in range(20):
-        paths, counts = fair_paths(supernet.allowed, torch.Generator().manual_seed(seed), supernet.ties)
-        for path in paths:
-            assert not check_ties(path, supernet.ties)
-        for p in supernet.pairs:
-            for layer in (p["producer"], p["consumer"]):
-                assert {path[layer] for path in paths} == set(supernet.allowed[layer])
-                assert sum(counts[layer].values()) == len(paths)
+        for skip_contexts in (True, False):  # skip is trained in no path by default (it has no weights)
+            paths, counts = fair_paths(supernet.allowed, torch.Generator().manual_seed(seed), supernet.ties,
+                                       skip_contexts=skip_contexts)
+            for path in paths:
+                assert not check_ties(path, supernet.ties)
+            for p in supernet.pairs:
+                for layer in (p["producer"], p["consumer"]):
+                    expected = {op for op in supernet.allowed[layer] if skip_contexts or op != "skip"}
+                    assert {path[layer] for path in paths} == expected
+                    assert sum(counts[layer].values()) == len(paths)
 
 
 def test_excluding_hides_the_adapted_operator_and_restores_the_alphas():
