@@ -221,7 +221,7 @@ class EvaluateConfig(_Section):
     bn_recalibration_batches: int = Field(default=8, ge=0)
     # eval-mode forward of programmed/drifted analog tiles, for every stage's evaluations:
     # fast = mps/analog_inference.py (aihwkit's torch-tile arithmetic, checked against it), aihwkit = aihwkit's own
-    engine: Literal["fast", "aihwkit"] = "aihwkit"  # fast is opt-in until its results are history-independent
+    engine: Literal["fast", "aihwkit"] = "fast"  # analog eval forward: mps/analog_inference.py, or aihwkit's own
 
     @field_validator("drift_times")
     @classmethod

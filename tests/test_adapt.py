@@ -98,6 +98,27 @@ def test_noise_fraction_is_applied_to_the_analog_tiles(tiny_supernet):
         assert training_noise(layer) == pytest.approx((profile.analog.out_noise, profile.analog.hwa_weight_noise))
 
 
+def test_sensitivity_probe_measures_at_the_deployment_noise(tiny_supernet, tiny_data):
+    """The probe's result does not depend on the training noise the last step left on the tiles
+    (none after the fairness phase, the full level in a run resumed at the noise phase): that
+    history dependence once made an interrupted adapt run resume to other weights."""
+    from mps.stages.adapt import sensitivity_probe
+    from mps.stages.common import hardware_profile, load_splits
+
+    params = tiny_params()
+    profile = hardware_profile(params)
+    supernet, _ = load_supernet(tiny_supernet)
+    splits = load_splits(tiny_data)
+    names = list(analog_choice_layers(supernet))
+    probes = []
+    for fraction in (0.0, 1.0):
+        apply_noise_fraction(supernet, {n: fraction for n in names}, profile)
+        probes.append(sensitivity_probe(supernet, splits, params.seed, "cpu", profile, params.evaluate.engine))
+    assert probes[0] == probes[1]
+    for layer in analog_choice_layers(supernet).values():  # left at the deployment level
+        assert training_noise(layer) == pytest.approx((profile.analog.out_noise, profile.analog.hwa_weight_noise))
+
+
 def test_operator_parameters_leave_shared_layers_out(tiny_supernet):
     """train_shared: false trains only the operators' weights: BatchNorm and the other layers
     every path shares stay as pretrained, and every operator weight is included."""

@@ -186,9 +186,17 @@ def apply_noise_fraction(supernet: Supernet, fractions: dict[str, float], profil
         set_training_noise(layer, f * profile.analog.out_noise, f * profile.analog.hwa_weight_noise)
 
 
-def sensitivity_probe(supernet: Supernet, splits: Splits, seed: int, device: str,
+def sensitivity_probe(supernet: Supernet, splits: Splits, seed: int, device: str, profile,
                       engine: str = "fast") -> dict[str, float]:
-    """Quick per-layer probe: accuracy drop with only that layer analog (programming noise, t=1 s)."""
+    """Quick per-layer probe: accuracy drop with only that layer analog (programming noise, t=1 s).
+
+    The probe measures at the deployment noise: the tiles' output noise is the one setting
+    that training changes and evaluation reads (``set_training_noise``), so it is put back to
+    the profile's level first; otherwise the probe would measure at whatever level the last
+    training step left (none after the fairness phase, but the full level when a resumed run
+    starts here), and an interrupted run would not resume to the same weights.
+    """
+    apply_noise_fraction(supernet, {}, profile)
     data = eval_set(splits, "val", PROBE_EXAMPLES, seed, calib_batches=2, device=device, engine=engine)
     reference = supernet.uniform_mapping("fp16")
     ref_acc, _ = accuracy_at(extract(supernet, reference), data, 1.0, 1, seed)
@@ -302,7 +310,8 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
             # phase 1 trains every path fairly without HWA noise; phase 2 ramps it up
             apply_noise_fraction(supernet, {n: 0.0 for n in analog_choice_layers(supernet)}, profile)
         elif sensitivity is None and cfg.hwa == "noise_scaled":
-            sensitivity = sensitivity_probe(supernet, splits, params.seed, params.device, params.evaluate.engine)
+            sensitivity = sensitivity_probe(supernet, splits, params.seed, params.device, profile,
+                                            params.evaluate.engine)
             tracker.log_metrics({f"probe_drop.{n}": v for n, v in sensitivity.items()})
         # uniform HWA: every layer on the linear ramp (z = 0); noise-scaled: by probed sensitivity
         z = normalised_sensitivity(sensitivity or {}) if cfg.hwa == "noise_scaled" else {}
