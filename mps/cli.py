@@ -329,12 +329,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _, _, body = STAGES[args.stage]
     from mps.runtime import Interrupted, set_threads, sigterm_as_interrupt, tune_glibc_malloc
-
-    tune_glibc_malloc()  # before torch allocates: bit-identical results, far fewer page faults
     from mps.training import NumericalError
 
     try:
-        params = load_stage_params(args)
+        params = load_stage_params(args)  # bad input fails here, before any work or setting
+        tune_glibc_malloc()  # before the stage allocates: bit-identical results, far fewer page faults
         set_threads(params.threads)
         from mps.tracking import stage_run
 

@@ -56,12 +56,16 @@ def copy_repo(dest: Path, mlflow_db: str | None = None, params: Path | None = TI
     return dest
 
 
-def _run(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    proc = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=timeout)
+def _check(proc: subprocess.CompletedProcess, cwd: Path) -> subprocess.CompletedProcess:
     if proc.returncode != 0:
         logs = "\n".join(f"--- {p}\n{p.read_text()[-3000:]}" for p in sorted((cwd / "results" / "logs").rglob("*.log")))
-        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}\n{logs}")
+        raise AssertionError(f"{' '.join(proc.args)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-4000:]}\n{logs}")
     return proc
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int = 900) -> subprocess.CompletedProcess:
+    return _check(subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=timeout), cwd)
 
 
 RUN = "results/fashion-mnist/resnet8/s0"
@@ -92,20 +96,48 @@ CONFIGFILE = ["--configfile", "config/params-tiny.yaml"]
 
 
 @pytest.fixture(scope="module")
-def snakemake_run(tmp_path_factory, mlflow_db) -> Path:
-    """The tiny pipeline through Snakemake's cluster-generic executor: the cluster profile and
-    its local stand-in submit command exercised for real, on the tiny profile given with
-    ``--configfile`` over a default params.yaml."""
-    repo = copy_repo(tmp_path_factory.mktemp("smk") / "repo", mlflow_db, params=None)
-    _run(["snakemake", "--workflow-profile", "workflow/profiles/cluster-generic", *CONFIGFILE], repo)
-    return repo
+def pipeline_runs(tmp_path_factory, mlflow_db) -> tuple[Path, Path]:
+    """The tiny pipeline twice, at the same time in two copies of the repo:
+
+    * through Snakemake's cluster-generic executor: the cluster profile and its local stand-in
+      submit command exercised for real, on the tiny profile given with ``--configfile`` over a
+      default params.yaml (status polled every second instead of the default 10 s, which
+      suits a real scheduler, not a local stand-in);
+    * through ``dvc repro``, with the tiny profile as params.yaml.
+
+    Side by side because most of a tiny stage is one core importing torch, aihwkit and MLflow;
+    OpenMP threads wait passively so that the two do not spin against each other (the numbers
+    are the same: the same thread counts run the same kernels).
+    """
+    smk = copy_repo(tmp_path_factory.mktemp("smk") / "repo", mlflow_db, params=None)
+    dvc = copy_repo(tmp_path_factory.mktemp("dvc") / "repo", mlflow_db)
+    passive = {"OMP_WAIT_POLICY": "PASSIVE"}
+    dvc_cmd = ["dvc", "repro"]
+    dvc_out, dvc_err = dvc.parent / "dvc.out", dvc.parent / "dvc.err"  # files: a full pipe would block dvc
+    with open(dvc_out, "w") as out, open(dvc_err, "w") as err:
+        dvc_proc = subprocess.Popen(dvc_cmd, cwd=dvc, env={**_env(dvc), **passive}, stdout=out, stderr=err)
+    try:
+        smk_cmd = ["snakemake", "--workflow-profile", "workflow/profiles/cluster-generic",
+                   "--seconds-between-status-checks", "1", *CONFIGFILE]
+        _check(subprocess.run(smk_cmd, cwd=smk, env={**_env(smk), **passive}, capture_output=True, text=True,
+                              timeout=900), smk)
+        dvc_proc.wait(timeout=900)
+    finally:
+        if dvc_proc.poll() is None:
+            dvc_proc.kill()
+            dvc_proc.wait()
+    _check(subprocess.CompletedProcess(dvc_cmd, dvc_proc.returncode, dvc_out.read_text(), dvc_err.read_text()), dvc)
+    return smk, dvc
 
 
 @pytest.fixture(scope="module")
-def dvc_run(tmp_path_factory, mlflow_db) -> Path:
-    repo = copy_repo(tmp_path_factory.mktemp("dvc") / "repo", mlflow_db)
-    _run(["dvc", "repro"], repo)
-    return repo
+def snakemake_run(pipeline_runs) -> Path:
+    return pipeline_runs[0]
+
+
+@pytest.fixture(scope="module")
+def dvc_run(pipeline_runs) -> Path:
+    return pipeline_runs[1]
 
 
 @pytest.mark.e2e
@@ -378,8 +410,10 @@ def test_ablation_target_runs_on_the_tiny_profile(snakemake_run):
 
     repo = snakemake_run
     # the target first: after --configfile, snakemake would read it as another config file
-    _run(["snakemake", "ablation", "--cores", "2", "--workflow-profile", "workflow/profiles/default", *CONFIGFILE],
-         repo)
+    # one thread a job, so the two variants' chains run side by side on the 2 cores
+    one_thread = [f"ablation_{stage}=1" for stage in ("adapt", "search", "evaluate")]
+    _run(["snakemake", "ablation", "--cores", "2", "--set-threads", *one_thread, "--workflow-profile",
+          "workflow/profiles/default", *CONFIGFILE], repo)
     folder = repo / RUN / "ablation"
     table = pd.read_csv(folder / "ablation.csv")
     assert sorted(table["variant"]) == ["mps", "no_qat_no_hwa"] and set(table["seed"]) == {0}

@@ -51,7 +51,7 @@ from torch import nn
 
 from mps.cost_model import layer_cost
 from mps.search.objectives import Evaluation, ObjectiveEvaluator
-from mps.search.result import SearchResult, select_nondominated
+from mps.search.result import SearchResult, select_trained
 from mps.supernet.operators import Analog, BuildContext
 
 ANALOG = "analog"
@@ -135,15 +135,9 @@ def lionheart_search(evaluator: ObjectiveEvaluator, supernet, profile, build_pre
         finals.append((final, model))
         runs[f"{threshold:g}"] = {"analog_layers": accepted, "accuracy": final.accuracy,
                                   "trials": run_eval.used}
-    # the most accurate network of a mapping reached by several runs represents it
-    finals.sort(key=lambda fm: -fm[0].accuracy)
-    models: dict[str, nn.Module] = {}
-    for e, m in finals:
-        models.setdefault(e.key, m)
-    selected = select_nondominated(evaluator, [e for e, _ in finals], k, seed)
+    selected, trained = select_trained(evaluator, finals, k, seed)
     keys = {e.key for e in selected}
     evaluations = selected + [e for e in history if e.key not in keys]
-    trained = {e.key: models[e.key] for e in selected}
     return SearchResult("lionheart", evaluations, selected, used, trained=trained,
                         details={"start_accuracy": start.accuracy, "digital": cfg.digital, "order": list(order),
                                  "repeats": cfg.repeats, "runs": runs})

@@ -49,7 +49,7 @@ from torch import nn
 
 from mps.cost_model import layer_cost
 from mps.search.objectives import Evaluation, ObjectiveEvaluator
-from mps.search.result import SearchResult, select_nondominated
+from mps.search.result import SearchResult, select_trained
 from mps.supernet.analog import clip_analog
 from mps.supernet.extract import extract
 from mps.training import check_finite, epoch_generator, iterate_batches, sgd
@@ -151,12 +151,8 @@ def odimo_search(evaluator: ObjectiveEvaluator, supernet, profile, x: torch.Tens
         runs[f"{lam:g}"] = {**stats, "accuracy": e.accuracy, "finetune_loss_last": tuned.get("loss_last"),
                             "mapping": dict(sorted(mapping.items()))}
         log(f"search: odimo@{lam:g}: {e.accuracy:.2f} %, analog MAC ratio {e.objectives['analog_mac_ratio']:.2f}")
-    finals.sort(key=lambda fm: -fm[0].accuracy)
-    models: dict[str, nn.Module] = {}
-    for e, m in finals:
-        models.setdefault(e.key, m)
-    selected = select_nondominated(evaluator, [e for e, _ in finals], k, seed)
+    selected, trained = select_trained(evaluator, finals, k, seed)
     keys = {e.key for e in selected}
     evaluations = selected + [e for e, _ in finals if e.key not in keys]
-    return SearchResult("odimo", evaluations, selected, used, trained={e.key: models[e.key] for e in selected},
+    return SearchResult("odimo", evaluations, selected, used, trained=trained,
                         details={"cost": cfg.cost, "runs": runs})

@@ -57,3 +57,16 @@ def finish(method: str, evaluator: ObjectiveEvaluator, k: int, seed: int, **deta
     history = list(evaluator.history)
     return SearchResult(method, history, select_nondominated(evaluator, history, k, seed), evaluator.used,
                         details=dict(details))
+
+
+def select_trained(evaluator: ObjectiveEvaluator, finals: Sequence[tuple[Evaluation, nn.Module]], k: int,
+                   seed: int) -> tuple[list[Evaluation], dict[str, nn.Module]]:
+    """For the methods that train a network per run (LionHEART, ODiMo): the non-dominated runs'
+    evaluations and, per reported mapping, its network.  When several runs reach one mapping,
+    the most accurate run's network represents it."""
+    models: dict[str, nn.Module] = {}
+    for e, m in sorted(finals, key=lambda fm: -fm[0].accuracy):
+        models.setdefault(e.key, m)
+    selected = select_nondominated(evaluator, [e for e, _ in finals], k, seed)
+    return selected, {e.key: models[e.key] for e in selected}
+

@@ -98,13 +98,39 @@ BAD_PARAMS = [
 ]
 
 
+def mps_in_process(*args: str, cwd: Path, capsys, monkeypatch) -> subprocess.CompletedProcess:
+    """``mps <args>`` through the CLI's own ``main`` in this process, as a finished process
+    (exit code, stdout, stderr): the same parsing, validation and messages as the command
+    without a new interpreter importing torch (seconds per case on 2 cores)."""
+    from mps.cli import main
+
+    monkeypatch.chdir(cwd)
+    monkeypatch.setenv("MPS_NO_MLFLOW", "1")
+    capsys.readouterr()
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's usage errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return subprocess.CompletedProcess(["mps", *args], code, captured.out, captured.err)
+
+
 @pytest.mark.parametrize("changes,key", BAD_PARAMS, ids=[k for _, k in BAD_PARAMS])
-def test_bad_params_exit_2_before_any_work(tmp_path, changes, key):
+def test_bad_params_exit_2_before_any_work(tmp_path, changes, key, capsys, monkeypatch):
     params = write_params(tmp_path, **changes)
     out = tmp_path / "out"
-    proc = mps("prepare-data", "--params", str(params), "--out", str(out), cwd=tmp_path)
+    proc = mps_in_process("prepare-data", "--params", str(params), "--out", str(out), cwd=tmp_path, capsys=capsys,
+                          monkeypatch=monkeypatch)
     assert_clean_error(proc, 2, key, "fix")
     assert not out.exists()
+
+
+def test_bad_params_fail_the_same_in_a_fresh_process(tmp_path):
+    """The installed command, not only ``main``: one bad params file through a new process."""
+    params = write_params(tmp_path, **{"pretrain.epochs": 0})
+    proc = mps("prepare-data", "--params", str(params), "--out", str(tmp_path / "out"), cwd=tmp_path)
+    assert_clean_error(proc, 2, "pretrain.epochs", "fix")
+    assert not (tmp_path / "out").exists()
 
 
 def test_tile_size_zero_in_hardware_profile(tmp_path):
@@ -286,16 +312,20 @@ def _interrupt_when(proc: subprocess.Popen, marker: Path, sig: int, timeout: flo
 
 
 def _reference_interrupted_resumed(tmp_path: Path, stage: str, args: list[str], marker: str, sig: int,
-                                   finals: tuple[str, ...]) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    """Run ``stage`` once uninterrupted (into ref/), once interrupted by ``sig`` as soon as
-    ``marker`` appears in its work folder (into out/), then rerun it to resume.
+                                   finals: tuple[str, ...], ref: Path | None = None
+                                   ) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """Run ``stage`` once uninterrupted (into ref/; or take ``ref``, a finished run of the same
+    command), once interrupted by ``sig`` as soon as ``marker`` appears in its work folder (into
+    out/), then rerun it to resume.
 
     Checks the interruption contract on the way: exit 130, none of ``finals`` under out/, no
     temporary files left. Returns (ref, out, the resumed process).
     """
-    ref, out, work = tmp_path / "ref", tmp_path / "out", tmp_path / "work"
-    done = mps(stage, *args, "--out", str(ref), "--work-dir", str(tmp_path / "ref-work"), cwd=tmp_path)
-    assert done.returncode == 0, done.stderr
+    out, work = tmp_path / "out", tmp_path / "work"
+    if ref is None:
+        ref = tmp_path / "ref"
+        done = mps(stage, *args, "--out", str(ref), "--work-dir", str(tmp_path / "ref-work"), cwd=tmp_path)
+        assert done.returncode == 0, done.stderr
     cmd = [*MPS, stage, *args, "--out", str(out), "--work-dir", str(work)]
     # a foreground process: SIGINT at its default even when the test run itself was started in the
     # background (a shell's `cmd &` starts children with SIGINT ignored, and Python keeps that)
@@ -311,12 +341,26 @@ def _reference_interrupted_resumed(tmp_path: Path, stage: str, args: list[str], 
     return ref, out, resumed
 
 
+LONG_PRETRAIN = {"pretrain.epochs": 10}  # long enough to be caught mid-run
+
+
+@pytest.fixture(scope="module")
+def long_pretrain_reference(tiny_data, tmp_path_factory) -> Path:
+    """One uninterrupted run of the long pretraining, the reference of both signals' runs."""
+    tmp = tmp_path_factory.mktemp("pretrain-ref")
+    params = write_params(tmp, **LONG_PRETRAIN)
+    done = mps("pretrain", "--params", str(params), "--data", str(tiny_data), "--out", str(tmp / "ref"),
+               "--work-dir", str(tmp / "ref-work"), cwd=tmp)
+    assert done.returncode == 0, done.stderr
+    return tmp / "ref"
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
-def test_interrupted_pretrain_resumes_to_the_same_result(tmp_path, tiny_data, sig):
-    params = write_params(tmp_path, **{"pretrain.epochs": 10})  # long enough to be caught mid-run
+def test_interrupted_pretrain_resumes_to_the_same_result(tmp_path, tiny_data, long_pretrain_reference, sig):
+    params = write_params(tmp_path, **LONG_PRETRAIN)
     ref, out, resumed = _reference_interrupted_resumed(
         tmp_path, "pretrain", ["--params", str(params), "--data", str(tiny_data)], "previous.pt", sig,
-        ("model.pt", "metrics.json"))
+        ("model.pt", "metrics.json"), ref=long_pretrain_reference)
     assert "resuming after epoch" in resumed.stdout
     a = torch.load(ref / "model.pt", weights_only=False)["state_dict"]
     b = torch.load(out / "model.pt", weights_only=False)["state_dict"]
