@@ -287,7 +287,7 @@ def test_resume_skips_mappings_already_done(digital_run, tiny_data, tiny_superne
 
 
 def test_partial_for_other_params_is_ignored(digital_run, tiny_data, tiny_supernet, tiny_pretrained, tmp_path):
-    params, mappings = digital_run["params"], digital_run["mappings"]
+    params = digital_run["params"]
     key = ev.inputs_key(params, tiny_supernet, tiny_pretrained, "x")
     partial = ev.PartialResults(tmp_path / "work", key)
     assert partial.load().done == {}

@@ -311,7 +311,6 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
     ref = saved["hypervolume_reference"]
     assert ref["fp32_digital_size_mb"] == pytest.approx(table.loc[table["name"] == "fp32", "digital_size_mb"].item(),
                                                         rel=1e-4)
-    senses = ("max", "max", "min")
     for method in methods:
         entry = saved["methods"][method]
         assert entry["mappings"] == int((table["method"] == method).sum()) >= 1

@@ -110,7 +110,6 @@ def test_programming_and_drift_follow_aihwkit_with_the_same_seed():
     lin = nn.Linear(32, 16)
     cfg = rpu_config_from_profile(PROFILE.analog)
     ours, theirs = analog_from_digital(lin, cfg), convert_to_analog(nn.Sequential(lin), cfg)
-    x = torch.randn(64, 32)
     torch.manual_seed(11)
     program_analog(ours)
     drift_analog(ours, 86400.0)
