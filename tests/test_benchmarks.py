@@ -114,3 +114,25 @@ def test_bad_figure_name_is_a_one_line_error(capsys):
     assert run.main(["--only", "mapping,nonsense"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nonsense" in err[0] and "fix:" in err[0]
+
+
+def test_recorded_mapping_times_give_the_peers_ratios(tmp_path):
+    """Group 1 reads LionHEART's and ODiMo's mapping times from the run's search.json and divides
+    by MPS's; a peer missing from the run is named, not invented."""
+    from benchmarks.common import Figure
+    from benchmarks.mapping import recorded_mapping_times
+
+    run_dir = tmp_path / "run"
+    (run_dir / "search").mkdir(parents=True)
+    methods = {"mps": {"mapping_seconds": 100.0, "search_seconds": 40.0, "adapt_seconds": 60.0, "hypervolume": 1.2},
+               "lionheart": {"mapping_seconds": 580.0, "search_seconds": 580.0, "hypervolume": 1.1}}
+    (run_dir / "search" / "search.json").write_text(json.dumps({"methods": methods}))
+    fig = Figure("mapping", "t", "x")
+    recorded_mapping_times(fig, Inputs(tiny_params(), True, run_dir, tmp_path, tmp_path, 1, 1))
+    got = {r.measure: r for r in fig.rows}
+    assert got["ratio lionheart / mps mapping time (recorded)"].value == pytest.approx(5.8)
+    assert got["odimo: mapping time recorded by the search stage"].value == "n/a"
+    assert "adapt 60 s + search 40 s" in got["mps: mapping time recorded by the search stage"].note
+    empty = Figure("mapping", "t", "x")
+    recorded_mapping_times(empty, Inputs(tiny_params(), True, tmp_path / "none", tmp_path, tmp_path, 1, 1))
+    assert [r.value for r in empty.rows] == ["n/a"] and "fix" in empty.rows[0].note
