@@ -10,7 +10,7 @@ import time
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-from progress import REFERENCE_SECONDS, Progress, _Job  # noqa: E402
+from progress import REFERENCE_SECONDS, Progress, _Job, reference_seconds  # noqa: E402
 
 
 def test_lines_follow_the_jobs_files_and_the_estimate_scales(tmp_path):
@@ -44,3 +44,14 @@ def test_lines_follow_the_jobs_files_and_the_estimate_scales(tmp_path):
     progress.stop("finished")
     last = out.getvalue().strip().splitlines()[-1]
     assert last.startswith("[mps] 3/3 stages done") and last.endswith("finished") and "left" not in last
+
+
+def test_ablation_jobs_are_estimated_as_their_stage():
+    """`snakemake ablation` runs adapt/search/evaluate per variant: each is expected to take
+    its stage's reference time, not the 10 s of a rule of no stage."""
+    assert reference_seconds("ablation_adapt") == REFERENCE_SECONDS["adapt"]
+    assert reference_seconds("ablation_evaluate") == REFERENCE_SECONDS["evaluate"]
+    assert reference_seconds("ablation_table") == 10.0
+    jobs = [_Job(rule, "x", None, None) for rule in ("ablation_adapt", "ablation_search")]
+    total = Progress(jobs, out=io.StringIO()).remaining_seconds()
+    assert abs(total - REFERENCE_SECONDS["adapt"] - REFERENCE_SECONDS["search"]) < 1

@@ -25,6 +25,12 @@ REFERENCE_SECONDS = {"prepare_data": 5.0, "pretrain": 205.0, "adapt": 86.4, "cal
                      "evaluate": 173.3, "report": 4.9, "aggregate": 2.0}
 
 
+def reference_seconds(rule: str) -> float:
+    """The reference wall time of a rule's stage: an ablation job (``ablation_adapt``, ...) runs
+    the same stage as the main rule of that name; a rule of no stage counts 10 s."""
+    return REFERENCE_SECONDS.get(rule.removeprefix("ablation_"), 10.0)
+
+
 def _duration(seconds: float) -> str:
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
@@ -86,15 +92,15 @@ class Progress:
 
     def remaining_seconds(self) -> float:
         # scale by the long stages only: a short one (prepare-data, report) is mostly start-up
-        done = [j for j in self.jobs if j.ended is not None and REFERENCE_SECONDS.get(j.rule, 10.0) >= 20.0]
-        ref_done = sum(REFERENCE_SECONDS.get(j.rule, 10.0) for j in done)
+        done = [j for j in self.jobs if j.ended is not None and reference_seconds(j.rule) >= 20.0]
+        ref_done = sum(reference_seconds(j.rule) for j in done)
         took = sum(j.ended - j.started for j in done)
         scale = took / ref_done if done and ref_done > 0 else 1.0
         left = 0.0
         now = time.time()
         for job in self.jobs:
             if job.ended is None:
-                expected = REFERENCE_SECONDS.get(job.rule, 10.0) * scale
+                expected = reference_seconds(job.rule) * scale
                 left += max(expected - (now - job.started), 0.0) if job.started else expected
         return left
 
