@@ -254,6 +254,14 @@ def _check_drift_times(v: list[float]) -> list[float]:
 
 
 # --------------------------------------------------------------------------- search
+def _sweep_values(v: list[float], what: str, example: str) -> list[float]:
+    """A baseline's sweep (LionHEART thresholds, ODiMo lambdas): values >= 0, each once, sorted
+    (one run and one mapping per value)."""
+    if any(x < 0 for x in v):
+        raise ValueError(f"{what} must be >= 0; fix: e.g. {example}")
+    return sorted(_distinct(v, what))
+
+
 class LionheartConfig(_Section):
     """LionHEART (mps.search.lionheart): one greedy retrain-and-test run per accuracy threshold."""
 
@@ -271,9 +279,7 @@ class LionheartConfig(_Section):
     @field_validator("thresholds")
     @classmethod
     def _thresholds(cls, v: list[float]) -> list[float]:
-        if any(t < 0 for t in v) or len(set(v)) != len(v):
-            raise ValueError("thresholds must be distinct accuracy points >= 0; fix: e.g. [0.5, 1, 2, 4]")
-        return sorted(v)
+        return _sweep_values(v, "thresholds", "[0.5, 1, 2, 4]")
 
 
 class OdimoConfig(_Section):
@@ -293,9 +299,7 @@ class OdimoConfig(_Section):
     @field_validator("lambdas")
     @classmethod
     def _lambdas(cls, v: list[float]) -> list[float]:
-        if any(x < 0 for x in v) or len(set(v)) != len(v):
-            raise ValueError("lambdas must be distinct values >= 0; fix: e.g. [0, 0.3, 1, 3]")
-        return sorted(v)
+        return _sweep_values(v, "lambdas", "[0, 0.3, 1, 3]")
 
 
 class SearchConfig(_Section):
