@@ -136,3 +136,30 @@ def test_recorded_mapping_times_give_the_peers_ratios(tmp_path):
     empty = Figure("mapping", "t", "x")
     recorded_mapping_times(empty, Inputs(tiny_params(), True, tmp_path / "none", tmp_path, tmp_path, 1, 1))
     assert [r.value for r in empty.rows] == ["n/a"] and "fix" in empty.rows[0].note
+
+
+def test_collapse_study_measures_what_the_evaluator_reports(tiny_data, tiny_pretrained):
+    """The collapse study (benchmarks/analog_collapse.py) on the tiny model: its unrepaired
+    accuracy at the first drift time is the shared evaluator's straight-conversion accuracy for
+    the same seeds."""
+    from benchmarks import analog_collapse
+    from mps.evaluation import drift_accuracy_grid
+    from mps.stages.common import eval_set, hardware_profile, load_splits
+    from mps.stages.pretrain import load_pretrained
+    from mps.supernet import realize
+    from mps.supernet.convert import trace_layers
+
+    params = tiny_params()
+    rows = analog_collapse.study(params, tiny_data, tiny_pretrained, seeds=2, examples=200, times=[86400.0])
+    model, ckpt = load_pretrained(tiny_pretrained)
+    shape = tuple(ckpt["image_shape"])
+    infos, _ = trace_layers(model, shape)
+    model = realize(model, {n: "analog" for n in infos}, hardware_profile(params), shape)
+    data = eval_set(load_splits(tiny_data), "test", 200, params.seed,
+                    calib_batches=params.evaluate.bn_recalibration_batches, device="cpu")
+    grid = drift_accuracy_grid(model, data, [86400.0], 2, params.seed)
+    assert [r["all noisy"] for r in rows] == pytest.approx(list(grid[:, 0]))
+    assert [r["seed"] for r in rows] == [params.seed, params.seed + 1]
+    for r in rows:
+        assert r["best single-layer repair"] in {n.removesuffix(".layer") for n in infos} | set(infos)
+        assert 0.0 <= r["first layer, no DC"] <= 100.0 and 0.0 <= r["first layer, DC only"] <= 100.0
