@@ -35,7 +35,6 @@ from mps.stages.common import eval_set, hardware_profile, load_splits
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import realize
 from mps.supernet.analog import analog_layers, drift_analog, program_analog, reset_programming
-from mps.supernet.convert import trace_layers
 from mps.training import evaluate_accuracy
 
 
@@ -70,10 +69,9 @@ def study(params, data_dir: Path, pretrained: Path, seeds: int, examples: int | 
                     device="cpu")
     model, ckpt = load_pretrained(pretrained)
     shape = tuple(ckpt["image_shape"])
-    infos, _ = trace_layers(model, shape)
-    model = realize(model, {name: "analog" for name in infos}, hardware_profile(params), shape).eval()
-    layers = [(name.removesuffix(".layer"), module) for name, module in model.named_modules()
-              if any(module is a for a in analog_layers(model))]
+    model = realize(model, "analog", hardware_profile(params), shape).eval()
+    analog = {id(layer) for layer in analog_layers(model)}
+    layers = [(name.removesuffix(".layer"), module) for name, module in model.named_modules() if id(module) in analog]
     first = layers[0][1]
 
     def accuracy() -> float:

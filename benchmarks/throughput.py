@@ -102,12 +102,10 @@ def all_analog_resnet20(image_shape: tuple[int, ...], num_classes: int) -> torch
     from mps.cost_model import load_hardware_profile
     from mps.models import build_model
     from mps.supernet import realize
-    from mps.supernet.convert import trace_layers
 
     model = build_model("resnet20", image_shape[0], num_classes, image_shape[-1])
-    infos, _ = trace_layers(model, image_shape)
     profile = load_hardware_profile(REPO / "hardware" / "pcm_default.yaml")
-    return realize(model, {name: "analog" for name in infos}, profile, image_shape).eval()
+    return realize(model, "analog", profile, image_shape).eval()
 
 
 def engine_rows(fig: Figure, inp: Inputs, models: dict[str, torch.nn.Module], x: torch.Tensor, y: torch.Tensor,

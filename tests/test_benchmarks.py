@@ -154,7 +154,7 @@ def test_collapse_study_measures_what_the_evaluator_reports(tiny_data, tiny_pret
     model, ckpt = load_pretrained(tiny_pretrained)
     shape = tuple(ckpt["image_shape"])
     infos, _ = trace_layers(model, shape)
-    model = realize(model, {n: "analog" for n in infos}, hardware_profile(params), shape)
+    model = realize(model, "analog", hardware_profile(params), shape)
     data = eval_set(load_splits(tiny_data), "test", 200, params.seed,
                     calib_batches=params.evaluate.bn_recalibration_batches, device="cpu")
     grid = drift_accuracy_grid(model, data, [86400.0], 2, params.seed)

@@ -15,7 +15,6 @@ from mps.stages.common import eval_set, hardware_profile, load_splits
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import realize
 from mps.supernet.analog import analog_layers, clip_analog
-from mps.supernet.convert import trace_layers
 
 DAY = 86400.0
 
@@ -23,8 +22,7 @@ DAY = 86400.0
 def _straight(pretrained_path):
     model, ckpt = load_pretrained(pretrained_path)
     shape = tuple(ckpt["image_shape"])
-    infos, _ = trace_layers(model, shape)
-    return realize(model, {n: "analog" for n in infos}, hardware_profile(tiny_params()), shape)
+    return realize(model, "analog", hardware_profile(tiny_params()), shape)
 
 
 def _tile_weights(model):

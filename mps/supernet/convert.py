@@ -308,13 +308,16 @@ def _adapt_pairs(model: nn.Module, plans: list[AdaptedPair],
     return shapes
 
 
-def realize(model: nn.Module, mapping: Mapping[str, str], profile, input_shape: tuple[int, ...]) -> nn.Module:
+def realize(model: nn.Module, mapping: Mapping[str, str] | str, profile, input_shape: tuple[int, ...]) -> nn.Module:
     """A standalone model from a float model: each weight layer replaced (in place) by a fresh
-    operator of the mapping.  Used for the FP32 / straight-to-analog baselines and to rebuild a
+    operator of the mapping (one operator name: every layer on it, e.g. ``"analog"`` for the
+    straight conversion).  Used for the FP32 / straight-to-analog baselines and to rebuild a
     saved deployed model before loading its state dict."""
     from mps.supernet.mapping import check_layers
 
     infos, _ = trace_layers(model, input_shape)
+    if isinstance(mapping, str):
+        mapping = {name: mapping for name in infos}
     plans = plan_pairs(model, infos, None, profile) if WIDE in mapping.values() else []
     check_layers(mapping, {n: None for n in infos}, "model", ties={p.consumer: p.producer for p in plans})
     shapes = _adapt_pairs(model, [p for p in plans if mapping[p.producer] == WIDE], wide_norms=True)
