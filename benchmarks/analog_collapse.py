@@ -28,13 +28,13 @@ import numpy as np
 import torch
 
 from benchmarks.common import REPO
-from mps.analog_inference import inference_engine
+from mps.analog.im2col import inference_engine
 from mps.config import load_params
 from mps.evaluation import recalibrate_batchnorm
 from mps.stages.common import eval_set, hardware_profile, load_splits
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import realize
-from mps.supernet.analog import analog_layers, drift_analog, program_analog, reset_programming
+from mps.analog.tiles import analog_layers, drift_analog, program_analog, reset_programming
 from mps.training import evaluate_accuracy
 
 

@@ -82,8 +82,8 @@ def drift_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, b
                      t: float = DRIFT_T, engine: str = "aihwkit") -> Callable[[], float]:
     """program + drift + forward of every image, as the evaluator does per repeat and time, with the
     analog eval forward of ``engine`` (mps.analog_inference: ``fast`` or aihwkit's own)."""
-    from mps.analog_inference import inference_engine
-    from mps.supernet.analog import drift_analog, program_analog, reset_programming
+    from mps.analog.im2col import inference_engine
+    from mps.analog.tiles import drift_analog, program_analog, reset_programming
     from mps.training import evaluate_accuracy
 
     def step() -> float:
@@ -123,7 +123,7 @@ def engine_rows(fig: Figure, inp: Inputs, models: dict[str, torch.nn.Module], x:
                           note=f"{n} images; accuracy {acc[e]:.2f} % at 1 d")
         fig.add_stats(f"all-analog {name}: fast engine speed-up (aihwkit time / fast time)",
                       ratio(stats["aihwkit"], stats["fast"]), "x", note="goal >= 10x; same seeds, same draws")
-        from mps.analog_inference import inference_engine
+        from mps.analog.im2col import inference_engine
 
         with inference_engine(model, "fast"):
             shares = profile_shares(model, x[: 64 if inp.quick else 256])

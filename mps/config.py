@@ -219,9 +219,14 @@ class EvaluateConfig(_Section):
     max_test_examples: int | None = Field(default=None, gt=0)
     # training batches (of 128) that re-estimate a sub-network's BatchNorm statistics before it is scored
     bn_recalibration_batches: int = Field(default=8, ge=0)
-    # eval-mode forward of programmed/drifted analog tiles, for every stage's evaluations:
-    # fast = mps/analog_inference.py (aihwkit's torch-tile arithmetic, checked against it), aihwkit = aihwkit's own
-    engine: Literal["fast", "aihwkit"] = "fast"  # analog eval forward: mps/analog_inference.py, or aihwkit's own
+
+    @model_validator(mode="before")
+    @classmethod
+    def _engine_moved(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "engine" in data:
+            raise ValueError("engine: the analog engine is now one switch for training and inference; fix: "
+                             f"move it to the top-level key analog_engine: {data['engine']}")
+        return data
 
     @field_validator("drift_times")
     @classmethod
@@ -421,6 +426,10 @@ class Params(_Section):
     out_dir: str = Field(default="results", min_length=1)  # "" would put outputs under /data, /logs...
     threads: int = Field(default=0, ge=0, description="torch threads; 0 = Snakemake/cores default")
     hardware_profile: str = Field(default="hardware/paper.yaml", min_length=1)
+    # the forward of analog layers in training and inference alike (mps/analog/engine.py): fast = direct
+    # convolutions for static input ranges (im2col in eval mode for dynamic ones), checked against aihwkit;
+    # aihwkit = aihwkit's own forward everywhere.  Programming, drift and compensation are aihwkit's in both.
+    analog_engine: Literal["fast", "aihwkit"] = "fast"
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)

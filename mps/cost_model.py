@@ -202,6 +202,26 @@ class AnalogConfig(_Section):
     read_noise_scale: float = Field(ge=0)
     drift_scale: float = Field(ge=0)
     drift_compensation: bool
+    # --- the chip model (mps/analog/chip.py; defaults: aihwkit's StandardHWATrainingPreset, Rasch et al. 2023) ---
+    input_ranges: Literal["static", "dynamic"] = Field(
+        "static", description="static: one learned/calibrated input range per tile (a fixed-range DAC; direct "
+        "convolutions); dynamic: per-input-vector abs-max scaling with iterative bound management (the earlier default)")
+    input_range_init_batches: int = Field(100, ge=0, description="HWA training batches the range is initialised "
+                                          "from (aihwkit init_from_data)")
+    input_range_init_std: float = Field(3.0, gt=0, description="initial range = this many std of the tile's input "
+                                        "(aihwkit init_std_alpha)")
+    input_range_decay: float = Field(0.001, ge=0, description="range shrink rate while enough inputs are inside "
+                                     "(aihwkit decay)")
+    input_range_min_percentage: float = Field(0.95, gt=0, le=1, description="share of inputs inside the range "
+                                              "above which it shrinks (aihwkit input_min_percentage)")
+    out_bound: float = Field(10.0, gt=0, description="ADC range in units of a full-scale input on one full "
+                             "weight, static ranges only (aihwkit forward.out_bound)")
+    weight_remap: Literal["channelwise", "none"] = Field(
+        "channelwise", description="channel-wise symmetric remapping after each update (aihwkit remap)")
+    weight_clip: Literal["fixed", "layer_gaussian"] = Field(
+        "fixed", description="fixed: clip at weight_clip_value after remapping; layer_gaussian: at weight_clip_sigma std")
+    weight_clip_value: float = Field(1.0, gt=0, description="aihwkit clip.fixed_value")
+    learn_out_scaling: bool = Field(False, description="aihwkit mapping.learn_out_scaling (columnwise)")
     mvm_latency_ns: LatencyNs
     mvm_energy_nj: EnergyNj
     # --- cost options (after the aihwkit knobs; older profiles and checkpoints lack them) ---

@@ -28,8 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from mps.analog_inference import inference_engine
-from mps.supernet.analog import analog_layers, drift_analog, program_analog, reset_programming
+from mps.analog.im2col import inference_engine
+from mps.analog.tiles import analog_layers, drift_analog, program_analog, reset_programming
 from mps.training import evaluate_accuracy, iterate_batches
 
 

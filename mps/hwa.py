@@ -22,7 +22,7 @@ from torch import nn
 
 from mps import data as mdata
 from mps.runtime import progress, resolve_device
-from mps.supernet.analog import clip_analog, equalize_analog_gradients
+from mps.analog.tiles import clip_analog, equalize_analog_gradients
 from mps.training import check_finite, epoch_generator, iterate_batches, sgd
 
 

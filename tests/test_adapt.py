@@ -13,7 +13,7 @@ from mps.noise_schedule import layer_schedule, normalised_sensitivity, ramp_frac
 from mps.stages.adapt import (HEADLINE_EVIDENCE, analog_choice_layers, apply_noise_fraction, fair_paths, fair_step,
                               path_loss)
 from mps.supernet import load_supernet
-from mps.supernet.analog import training_noise
+from mps.analog.tiles import training_noise
 
 
 def test_fair_paths_cover_every_operator_of_every_layer():

@@ -8,9 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from mps.analog_inference import UnsupportedAnalogConfig, inference_engine
+from mps.analog.im2col import UnsupportedAnalogConfig, inference_engine
 from mps.cost_model import load_hardware_profile
-from mps.supernet.analog import analog_from_digital, drift_analog, program_analog, rpu_config_from_profile
+from mps.analog.tiles import analog_from_digital, drift_analog, program_analog, rpu_config_from_profile
 
 from tests.conftest import REPO
 

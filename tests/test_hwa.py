@@ -14,7 +14,7 @@ from mps.hwa import finetune
 from mps.stages.common import eval_set, hardware_profile, load_splits
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import realize
-from mps.supernet.analog import analog_layers, clip_analog
+from mps.analog.tiles import analog_layers, clip_analog
 
 DAY = 86400.0
 

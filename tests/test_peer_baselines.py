@@ -111,7 +111,7 @@ def test_lionheart_tiny_run_keeps_every_layer_under_a_loose_threshold(tiny):
     assert {n for n, op in final.mapping.items() if op == "analog"} == set(order)
     assert set(final.mapping.values()) <= {"analog", "fp32"}  # the rest stays float (LionHEART's digital)
     model = result.trained[final.key]
-    from mps.supernet.analog import analog_layers
+    from mps.analog.tiles import analog_layers
 
     assert len(list(analog_layers(model))) == len(order)
 

@@ -50,7 +50,7 @@ from torch import nn
 from mps.cost_model import layer_cost
 from mps.search.objectives import Evaluation, ObjectiveEvaluator
 from mps.search.result import SearchResult, select_trained
-from mps.supernet.analog import clip_analog
+from mps.analog.tiles import clip_analog
 from mps.supernet.extract import extract
 from mps.training import check_finite, epoch_generator, iterate_batches, sgd
 

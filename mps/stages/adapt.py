@@ -40,7 +40,7 @@ from mps.stages.common import Splits, eval_set, hardware_profile, load_splits
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import Supernet, convert_to_supernet, extract, realize, save_supernet
 from mps.supernet.adapted import WIDE
-from mps.supernet.analog import clip_analog, equalize_analog_gradients, set_training_noise
+from mps.analog.tiles import clip_analog, equalize_analog_gradients, set_training_noise
 from mps.tracking import Tracker
 from mps.units import drift_label
 from mps.training import (EpochCheckpointer, check_finite, epoch_generator, iterate_batches, sgd,
@@ -365,7 +365,7 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
 
 
 def _mean_fraction(supernet: Supernet, profile) -> float:
-    from mps.supernet.analog import training_noise
+    from mps.analog.tiles import training_noise
 
     layers = list(analog_choice_layers(supernet).values())
     if not layers or profile.analog.out_noise == 0:

@@ -57,7 +57,7 @@ from mps.stages.pretrain import load_pretrained
 from mps.supernet import MappingFile, check_layers, extract, load_mapping, realize
 from mps.supernet.mapping import allowed_for
 from mps.supernet.extract import load_deployed
-from mps.supernet.analog import analog_layers
+from mps.analog.tiles import analog_layers
 from mps.supernet.mapping import MappingError
 from mps.tracking import Tracker
 from mps.units import drift_label

@@ -74,7 +74,8 @@ class Operator(nn.Module):
 # --------------------------------------------------------------------------- analog
 @register_operator
 class Analog(Operator):
-    """PCM analog tiles, simulated by aihwkit (AnalogConv2d / AnalogLinear)."""
+    """PCM analog tiles, simulated by aihwkit (AnalogConv2d / AnalogLinear); the forward runs on the
+    engine that ``analog_engine`` selects (:mod:`mps.analog.engine`)."""
 
     name = "analog"
     kind = "analog"
@@ -91,12 +92,14 @@ class Analog(Operator):
 
     @classmethod
     def from_layer(cls, layer: nn.Module, ctx: BuildContext) -> "Analog":
-        from mps.supernet.analog import analog_from_digital, rpu_config_from_profile
+        from mps.analog.chip import analog_from_digital, rpu_config_from_profile
 
         return cls(analog_from_digital(layer, rpu_config_from_profile(ctx.profile.analog)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x)
+        from mps.analog.engine import analog_forward
+
+        return analog_forward(self.layer, x)
 
 
 @register_operator
@@ -113,7 +116,7 @@ class AnalogWide(Analog):
     @classmethod
     def from_layer(cls, layer: nn.Module, ctx: BuildContext) -> "AnalogWide":
         from mps.supernet.adapted import widen_layer
-        from mps.supernet.analog import analog_from_digital, rpu_config_from_profile
+        from mps.analog.chip import analog_from_digital, rpu_config_from_profile
 
         if ctx.shape is None:
             raise ConfigError(f"layer {ctx.info.name}: analog_wide needs its widened shape; fix: use search_space: mpaas")

@@ -1,26 +1,7 @@
-"""The analog (PCM tile) configuration, built from the hardware profile, and its controls.
-
-The analog physics is aihwkit's: this module only *configures* it.  We use
-``TorchInferenceRPUConfig`` (the pure-torch member of the InferenceRPUConfig family) because
-its tile re-reads its ``rpu_config`` at every forward (``tile.set_config``), so the
-hardware-aware-training noise can be ramped per layer during adaptation by changing the
-tiles' own configs (:func:`set_training_noise`) without rebuilding tiles; the RPUCuda
-``InferenceRPUConfig`` copies the IO parameters into the compiled tile at creation and would
-silently ignore such a change.  Inference physics (PCM programming noise, read noise, drift
-and global drift compensation) is the same for both members: ``PCMLikeNoiseModel`` and
-``GlobalDriftCompensation`` applied by ``program_analog_weights`` / ``drift_analog_weights``.
-
-Mapping of profile fields to aihwkit:
-  tile_rows / tile_cols -> mapping.max_output_size / max_input_size (layers larger than a tile are
-                           split over several tiles by aihwkit's TileModuleArray)
-  dac_bits / adc_bits   -> forward.inp_res / out_res = 1 / (2**bits - 2)
-  out_noise             -> forward.out_noise
-  hwa_weight_noise      -> modifier ADD_NORMAL std_dev (relative to the layer's max weight), training only
-  weight_clip_sigma     -> clip LAYER_GAUSSIAN sigma
-  g_max, *_scale        -> PCMLikeNoiseModel(g_max, prog_noise_scale, read_noise_scale, drift_scale)
-  drift_compensation    -> GlobalDriftCompensation() or none
-Grouped / depthwise convolutions: aihwkit 1.2.0's AnalogConv2d raises "Only one group is
-supported" (aihwkit issue 529), so such layers are restricted to digital operators.
+"""Controls of the simulated chip's tiles: noise levels in training, the post-update step,
+programming, drift and their reset.  Programming noise, drift, read noise and drift
+compensation are aihwkit's calls (``program_analog_weights`` / ``drift_analog_weights``); this
+module only walks a model's analog layers and calls them.
 """
 
 from __future__ import annotations
@@ -30,52 +11,7 @@ from typing import Iterator
 import torch
 from torch import nn
 
-from aihwkit.inference import GlobalDriftCompensation, PCMLikeNoiseModel
-from aihwkit.nn import AnalogConv2d, AnalogLinear
-from aihwkit.simulator.configs import TorchInferenceRPUConfig
-from aihwkit.simulator.parameters.enums import WeightClipType, WeightModifierType
-
-ANALOG_LAYER_TYPES = (AnalogConv2d, AnalogLinear)
-
-
-def resolution(bits: int) -> float:
-    """aihwkit's convention: ``res`` is the step as a fraction of the range, 1/(2**bits - 2)."""
-    return 1.0 / (2**bits - 2) if bits > 0 else -1.0
-
-
-def rpu_config_from_profile(analog) -> TorchInferenceRPUConfig:
-    """Inference RPU config for one analog layer, from the profile's ``analog`` section."""
-    cfg = TorchInferenceRPUConfig()
-    cfg.mapping.max_input_size = int(analog.tile_cols)
-    cfg.mapping.max_output_size = int(analog.tile_rows)
-    cfg.mapping.digital_bias = True
-    cfg.mapping.weight_scaling_omega = 1.0
-    cfg.mapping.weight_scaling_columnwise = True
-    cfg.forward.inp_res = resolution(int(analog.dac_bits))
-    cfg.forward.out_res = resolution(int(analog.adc_bits))
-    cfg.forward.out_noise = float(analog.out_noise)
-    cfg.modifier.type = WeightModifierType.ADD_NORMAL
-    cfg.modifier.rel_to_actual_wmax = True
-    cfg.modifier.std_dev = float(analog.hwa_weight_noise)
-    cfg.clip.type = WeightClipType.LAYER_GAUSSIAN
-    cfg.clip.sigma = float(analog.weight_clip_sigma)
-    cfg.noise_model = PCMLikeNoiseModel(
-        g_max=float(analog.g_max),
-        prog_noise_scale=float(analog.prog_noise_scale),
-        read_noise_scale=float(analog.read_noise_scale),
-        drift_scale=float(analog.drift_scale),
-    )
-    cfg.drift_compensation = GlobalDriftCompensation() if analog.drift_compensation else None
-    return cfg
-
-
-def analog_from_digital(layer: nn.Module, rpu_config: TorchInferenceRPUConfig) -> nn.Module:
-    """aihwkit's own conversion of one Conv2d/Linear (a copy: the original is untouched)."""
-    if isinstance(layer, nn.Conv2d):
-        return AnalogConv2d.from_digital(layer, rpu_config)
-    if isinstance(layer, nn.Linear):
-        return AnalogLinear.from_digital(layer, rpu_config)
-    raise TypeError(f"no analog counterpart for {type(layer).__name__}")
+from mps.analog.chip import ANALOG_LAYER_TYPES
 
 
 def analog_layers(model: nn.Module) -> Iterator[nn.Module]:

@@ -1,4 +1,7 @@
-"""Fast eval-mode forward of aihwkit's analog layers: the same arithmetic as aihwkit's torch tile.
+"""Eval-mode forward of analog layers with dynamic (per-vector abs-max) scaling, im2col as aihwkit.
+
+The engine of the ``dynamic`` chip model (``analog.input_ranges: dynamic``, the earlier default;
+static input ranges run as direct convolutions, :mod:`mps.analog.direct`).
 
 Why: evaluating a mapping under programming noise and drift (search, baselines, calibration,
 the evaluate stage) is dominated by aihwkit's eval forward, which spends most of its time in
@@ -36,13 +39,10 @@ What it mirrors (aihwkit 1.2.0; eval mode, ``is_test=True``), step by step:
 It applies to eval-mode layers only, programmed, drifted or not (an unprogrammed tile is just
 weights); a layer in train mode runs aihwkit's forward (hardware-aware training stays aihwkit's).
 A tile whose configuration this engine does not implement raises :class:`UnsupportedAnalogConfig`
-naming the setting (fix: ``evaluate.engine: aihwkit``).
+naming the setting (fix: ``analog_engine: aihwkit``).
 """
 
 from __future__ import annotations
-
-from contextlib import contextmanager
-from typing import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -54,18 +54,15 @@ from aihwkit.simulator.tiles.array import TileModuleArray
 from aihwkit.simulator.tiles.inference_torch import TorchInferenceTile
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
 
-ENGINES = ("fast", "aihwkit")
-
-
 class UnsupportedAnalogConfig(ValueError):
-    """A tile configuration the fast engine does not implement (use ``evaluate.engine: aihwkit``)."""
+    """A tile configuration the fast engine does not implement (use ``analog_engine: aihwkit``)."""
 
 
 def check_tile(tile: nn.Module) -> None:
     """Raise :class:`UnsupportedAnalogConfig` unless the engine computes this tile's eval forward."""
     def fail(setting: str) -> None:
         raise UnsupportedAnalogConfig(f"fast analog engine: {setting} is not implemented; fix: set "
-                                      "evaluate.engine: aihwkit (or the setting back)")
+                                      "analog_engine: aihwkit (or the setting back)")
 
     if type(tile) is not TorchInferenceTile or type(tile.tile) is not TorchSimulatorTile:
         fail(f"tile class {type(tile).__name__} (only TorchInferenceTile / TorchInferenceRPUConfig)")
@@ -95,7 +92,7 @@ def check_tile(tile: nn.Module) -> None:
 
 
 # --------------------------------------------------------------------------- one tile
-class _Workspace:
+class Workspace:
     """Flat scratch buffers reused across layers and batches (no per-op allocations, no page
     faults from fresh large allocations).  A view is valid until the next ``get`` of that slot."""
 
@@ -137,7 +134,7 @@ def _noise_management(io, rows: Tensor | None, abs_max: Tensor | None):
     return value
 
 
-def _tile_mvm(tile: TorchInferenceTile, rows, abs_max: Tensor | None, m: int, ws: _Workspace,
+def _tile_mvm(tile: TorchInferenceTile, rows, abs_max: Tensor | None, m: int, ws: Workspace,
               columns=None) -> Tensor:
     """``AnalogMVM.matmul`` (eval mode) of one tile on ``m`` input vectors.
 
@@ -229,7 +226,7 @@ def _tile_post(tile: TorchInferenceTile, out: Tensor, bias: bool = True) -> Tens
     return out
 
 
-def _module_forward(analog_module: nn.Module, rows_for, abs_max_for, m: int, ws: _Workspace) -> Tensor:
+def _module_forward(analog_module: nn.Module, rows_for, abs_max_for, m: int, ws: Workspace) -> Tensor:
     """``TileModuleArray.forward`` / ``TorchInferenceTile.forward`` on ``m`` input vectors.
 
     ``rows_for(start, stop)`` returns the ``rows`` writer and ``columns`` of :func:`_tile_mvm` for
@@ -246,7 +243,7 @@ def _module_forward(analog_module: nn.Module, rows_for, abs_max_for, m: int, ws:
         bias = analog_module.bias
     else:
         raise UnsupportedAnalogConfig(f"fast analog engine: analog module {type(analog_module).__name__} is not "
-                                      "implemented; fix: set evaluate.engine: aihwkit")
+                                      "implemented; fix: set analog_engine: aihwkit")
     result = None
     start = 0
     for in_size, in_tiles in zip(in_sizes, tiles):
@@ -268,7 +265,7 @@ def _module_forward(analog_module: nn.Module, rows_for, abs_max_for, m: int, ws:
 
 
 # --------------------------------------------------------------------------- layers
-def linear_forward(layer: AnalogLinear, x: Tensor, ws: _Workspace) -> Tensor:
+def linear_forward(layer: AnalogLinear, x: Tensor, ws: Workspace) -> Tensor:
     """``AnalogLinear.forward`` in eval mode."""
     shape = x.shape
     x2 = x.reshape(-1, shape[-1])
@@ -284,7 +281,7 @@ def linear_forward(layer: AnalogLinear, x: Tensor, ws: _Workspace) -> Tensor:
     return out.view(*shape[:-1], out.shape[-1])
 
 
-def conv2d_forward(layer: AnalogConv2d, x: Tensor, ws: _Workspace, exact_order: bool = False) -> Tensor:
+def conv2d_forward(layer: AnalogConv2d, x: Tensor, ws: Workspace, exact_order: bool = False) -> Tensor:
     """``AnalogConv2d.forward`` (im2col path) in eval mode.
 
     The im2col rows are read from a strided patch view of the padded input and written once,
@@ -299,7 +296,7 @@ def conv2d_forward(layer: AnalogConv2d, x: Tensor, ws: _Workspace, exact_order: 
     every output equals aihwkit's bit for bit.
     """
     if x.dim() != 4:
-        raise UnsupportedAnalogConfig("fast analog engine: unbatched conv input; fix: evaluate.engine: aihwkit")
+        raise UnsupportedAnalogConfig("fast analog engine: unbatched conv input; fix: analog_engine: aihwkit")
     n, c = x.shape[:2]
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = layer.kernel_size, layer.stride, layer.padding, layer.dilation
     span_h, span_w = dh * (kh - 1) + 1, dw * (kw - 1) + 1
@@ -352,40 +349,3 @@ def conv2d_forward(layer: AnalogConv2d, x: Tensor, ws: _Workspace, exact_order: 
     out = _module_forward(layer.analog_module, rows_for, abs_max_for, m, ws)
     # aihwkit returns the transposed (channels-last strided) view; same layout here
     return out.view(n, ho * wo, -1).transpose(-1, -2).view(n, -1, ho, wo)
-
-
-# --------------------------------------------------------------------------- switching
-def _fast_forward(layer: nn.Module, ws: _Workspace, exact_order: bool):
-    original = type(layer).forward
-
-    def forward(x: Tensor) -> Tensor:
-        if layer.training or torch.is_grad_enabled() and x.requires_grad:
-            return original(layer, x)  # training / gradients: aihwkit's path
-        with torch.no_grad():
-            if isinstance(layer, AnalogConv2d):
-                return conv2d_forward(layer, x, ws, exact_order)
-            return linear_forward(layer, x, ws)
-    return forward
-
-
-@contextmanager
-def inference_engine(model: nn.Module, engine: str = "fast", exact_order: bool = False) -> Iterator[nn.Module]:
-    """Within the block, eval-mode forwards of ``model``'s AnalogConv2d/AnalogLinear layers use
-    the fast engine (``engine="fast"``) or aihwkit's own forward (``"aihwkit"``).  ``exact_order``:
-    convolutions sum in ``unfold``'s column order, bit for bit aihwkit's (slower; for tests)."""
-    if engine not in ENGINES:
-        raise ValueError(f"unknown analog engine {engine!r}; fix: use one of {', '.join(ENGINES)}")
-    patched = []
-    if engine == "fast":
-        ws = _Workspace()
-        for layer in model.modules():
-            if type(layer) in (AnalogConv2d, AnalogLinear) and "forward" not in layer.__dict__:
-                for tile in layer.analog_tiles():
-                    check_tile(tile)
-                layer.forward = _fast_forward(layer, ws, exact_order)
-                patched.append(layer)
-    try:
-        yield model
-    finally:
-        for layer in patched:
-            del layer.forward
