@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import REPO
-from mps.analog.im2col import inference_engine
+from mps.analog.engine import use_engine
 from mps.config import load_params
 from mps.evaluation import recalibrate_batchnorm
 from mps.stages.common import eval_set, hardware_profile, load_splits
@@ -78,7 +78,7 @@ def study(params, data_dir: Path, pretrained: Path, seeds: int, examples: int | 
         return evaluate_accuracy(model, data.x, data.y, data.batch_size, data.device)
 
     rows = []
-    with torch.no_grad(), inference_engine(model, "fast"):
+    with torch.no_grad(), use_engine("fast"):
         torch.manual_seed(params.seed)
         recalibrate_batchnorm(model, data.calib_x, data.calib_batches, data.calib_batch_size, data.device)
         for r in range(seeds):

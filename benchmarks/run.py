@@ -1,6 +1,6 @@
 """Entry point: ``python -m benchmarks.run [--quick] [--out benchmarks/out]`` (``make bench``).
 
-Runs the five figure groups against a finished pipeline run (``make run``'s
+Runs the six figure groups against a finished pipeline run (``make run``'s
 ``results/<dataset>/<model>/s<seed>``) and writes ``<out>/<YYYY-MM-DD>-bench.md`` and
 ``-bench.csv``: for each measurement the median of several runs, its range, and ratios
 measured within the same run.  ``--quick`` uses fewer and smaller runs (about a minute on
@@ -28,6 +28,7 @@ FIGURES: dict[str, tuple[str, str]] = {  # key -> (module, title for a failure r
     "throughput": ("benchmarks.throughput", "3. Evaluation throughput"),
     "training": ("benchmarks.training", "4. Training step cost"),
     "e2e": ("benchmarks.e2e", "5. End to end"),
+    "hwa_engine": ("benchmarks.hwa_engine", "6. HWA engine cost"),
 }
 
 

@@ -81,8 +81,8 @@ def _all_analog(inp: Inputs):
 def drift_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size: int, seed: int,
                      t: float = DRIFT_T, engine: str = "aihwkit") -> Callable[[], float]:
     """program + drift + forward of every image, as the evaluator does per repeat and time, with the
-    analog eval forward of ``engine`` (mps.analog_inference: ``fast`` or aihwkit's own)."""
-    from mps.analog.im2col import inference_engine
+    analog forward of ``engine`` (mps.analog.engine: ``fast`` or aihwkit's own)."""
+    from mps.analog.engine import use_engine
     from mps.analog.tiles import drift_analog, program_analog, reset_programming
     from mps.training import evaluate_accuracy
 
@@ -91,7 +91,7 @@ def drift_evaluation(model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, b
         reset_programming(model)
         program_analog(model)
         drift_analog(model, t)
-        with inference_engine(model, engine):
+        with use_engine(engine):
             return evaluate_accuracy(model, x, y, batch_size)
     return step
 
@@ -123,9 +123,9 @@ def engine_rows(fig: Figure, inp: Inputs, models: dict[str, torch.nn.Module], x:
                           note=f"{n} images; accuracy {acc[e]:.2f} % at 1 d")
         fig.add_stats(f"all-analog {name}: fast engine speed-up (aihwkit time / fast time)",
                       ratio(stats["aihwkit"], stats["fast"]), "x", note="goal >= 10x; same seeds, same draws")
-        from mps.analog.im2col import inference_engine
+        from mps.analog.engine import use_engine
 
-        with inference_engine(model, "fast"):
+        with use_engine("fast"):
             shares = profile_shares(model, x[: 64 if inp.quick else 256])
         for group, share in shares.items():
             fig.add(f"profile of {name} fast-engine forward: {group}", share, "% self CPU")

@@ -338,9 +338,10 @@ def main(argv: list[str] | None = None) -> int:
         from mps.tracking import stage_run
 
         tags = {"mps.model": params.model.name, "mps.dataset": params.data.dataset, "mps.seed": params.seed}
+        from mps.analog.engine import use_engine
         from mps.artifacts import output_dir_guard
 
-        with output_dir_guard(getattr(args, "out", None)), sigterm_as_interrupt(), \
+        with output_dir_guard(getattr(args, "out", None)), sigterm_as_interrupt(), use_engine(params.analog_engine), \
                 stage_run(args.stage, params.digest(), params.mlflow.experiment, tags) as tracker:
             body(params, args, tracker)
     except NumericalError as exc:

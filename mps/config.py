@@ -430,6 +430,9 @@ class Params(_Section):
     # convolutions for static input ranges (im2col in eval mode for dynamic ones), checked against aihwkit;
     # aihwkit = aihwkit's own forward everywhere.  Programming, drift and compensation are aihwkit's in both.
     analog_engine: Literal["fast", "aihwkit"] = "fast"
+    # batches (of 128 training images) that calibrate the static input ranges of an analog model that
+    # is not trained (straight conversion, the supernet before adaptation; mps/analog/calibration.py)
+    range_calibration_batches: int = Field(default=4, gt=0)
     data: DataConfig = Field(default_factory=DataConfig)
     model: ModelConfig = Field(default_factory=ModelConfig)
     pretrain: PretrainConfig = Field(default_factory=PretrainConfig)

@@ -14,9 +14,10 @@ that all methods are measured the same way:
 3. the programmed state is cleared afterwards, so the model can be reused.
 
 Every eval-mode forward of the analog layers here (BN recalibration of unprogrammed tiles
-included) runs on ``EvalSet.engine``: ``fast`` (:mod:`mps.analog_inference`, aihwkit's torch-tile
-arithmetic with aihwkit's random draws; programming, drift and read noise are aihwkit's
-calls either way) or ``aihwkit`` (aihwkit's own forward).
+included) runs on ``EvalSet.engine`` (:mod:`mps.analog.engine`): ``fast`` (direct convolutions for
+static input ranges, im2col for dynamic ones; aihwkit's arithmetic, checked against it) or
+``aihwkit`` (aihwkit's own forward); programming, drift and read noise are aihwkit's calls
+either way.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from mps.analog.im2col import inference_engine
+from mps.analog.engine import use_engine
 from mps.analog.tiles import analog_layers, drift_analog, program_analog, reset_programming
 from mps.training import evaluate_accuracy, iterate_batches
 
@@ -44,7 +45,7 @@ class EvalSet:
     calib_batches: int = 8
     calib_batch_size: int = 128
     device: str = "cpu"
-    engine: str = "fast"  # analog eval forward: "fast" (mps.analog_inference) | "aihwkit"
+    engine: str = "fast"  # analog forward: "fast" | "aihwkit" (mps.analog.engine)
 
 
 @torch.no_grad()
@@ -83,7 +84,7 @@ def drift_accuracy_grid(model: nn.Module, data: EvalSet, drift_times: Sequence[f
     repeated, which is exact and saves the repeats' time.
     """
     model.to(data.device).eval()
-    with inference_engine(model, data.engine):
+    with use_engine(data.engine):
         if recalibrate and data.calib_x is not None:
             torch.manual_seed(seed)
             recalibrate_batchnorm(model, data.calib_x, data.calib_batches, data.calib_batch_size, data.device)

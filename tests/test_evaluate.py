@@ -80,7 +80,7 @@ def _float_copy(extracted: torch.nn.Module, pretrained_path: Path) -> torch.nn.M
     """The extracted model as a plain float model: its analog layers' weights (read back from
     the tiles) and its BN statistics, in the original architecture."""
     from mps.stages.pretrain import load_pretrained
-    from mps.analog.tiles import ANALOG_LAYER_TYPES
+    from mps.analog.chip import ANALOG_LAYER_TYPES
 
     model, _ = load_pretrained(pretrained_path)
     state = extracted.state_dict()
@@ -134,7 +134,7 @@ def _small_evalset(tiny_data, n: int, calib: int):
 def test_all_analog_drift_matches_aihwkit(supernet, tiny_data, tiny_pretrained):
     from mps.cost_model import parse_hardware_profile
     from mps.supernet import extract
-    from mps.analog.tiles import rpu_config_from_profile
+    from mps.analog.chip import rpu_config_from_profile
 
     sn, ckpt = supernet
     mapping = sn.uniform_mapping("analog")

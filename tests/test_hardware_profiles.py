@@ -67,7 +67,7 @@ def test_tile_count_is_aihwkits_tile_split(path):
 
     from mps.cost_model import analog_tiles
     from mps.layer_info import LayerInfo
-    from mps.analog.tiles import rpu_config_from_profile
+    from mps.analog.chip import rpu_config_from_profile
 
     prof = load_hardware_profile(path)
     cfg = rpu_config_from_profile(prof.analog)

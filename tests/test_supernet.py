@@ -15,9 +15,8 @@ from mps.cost_model import default_hardware_profile, mapping_costs
 from mps.models import MODELS, build_model
 from mps.supernet import (MappingError, MappingFile, OPERATORS, convert_to_supernet, extract, load_deployed,
                           load_supernet, save_deployed, save_supernet)
-from mps.analog.tiles import (analog_from_digital, drift_analog, program_analog, reset_programming,
-                                 rpu_config_from_profile,
-                                 set_training_noise, training_noise)
+from mps.analog.chip import analog_from_digital, rpu_config_from_profile
+from mps.analog.tiles import drift_analog, program_analog, reset_programming, set_training_noise, training_noise
 from mps.supernet.extract import describe_deployed
 from mps.supernet.operators import BuildContext, Skip, operator_class
 

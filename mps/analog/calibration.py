@@ -43,7 +43,7 @@ def _callers(model: nn.Module) -> dict[int, nn.Module]:
 
 @torch.no_grad()
 def calibrate_ranges(model: nn.Module, x: torch.Tensor, batches: int = 4, batch_size: int = 128,
-                     device: str = "cpu", seed: int = 0) -> int:
+                     seed: int = 0) -> int:
     """Calibrate the static input ranges of every analog layer of ``model`` on the first
     ``batches`` batches of ``x`` (training examples); returns how many layers were calibrated.
     Layers with dynamic scaling (no input range) are left alone."""
@@ -53,6 +53,7 @@ def calibrate_ranges(model: nn.Module, x: torch.Tensor, batches: int = 4, batch_
     was_training = model.training
     model.eval()
     owners = _callers(model)
+    device = next(model.parameters()).device
     inputs = [x[i:i + batch_size].to(device) for i in range(0, min(len(x), batches * batch_size), batch_size)]
     try:
         for layer in layers:

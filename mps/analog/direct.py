@@ -21,9 +21,11 @@ it calls aihwkit's own pieces for every step that is not the matrix product:
   pulls it in while more than ``input_min_percentage`` of the inputs are inside): its one-sided
   sum runs over *copies* of a pixel in the im2col matrix, so :class:`_TileConv` computes it per
   kernel offset from the output gradient, exactly (no pixel-level shortcut);
-* ``TorchSimulatorTile.modify_weight`` (HWA weight noise), ``AnalogMVM._prepare_input`` (DAC)
-  and ``AnalogMVM._finalize_output`` (output noise, ADC, bound) are called as they are, on the
-  pixel and output tensors;
+* ``TorchSimulatorTile.modify_weight`` (HWA weight noise) is called as it is; ``AnalogMVM``'s
+  ``_prepare_input`` (DAC) and ``_finalize_output`` (output noise, ADC, bound) are the two small
+  autograd functions :class:`_Dac` and :class:`_Adc`: the same steps with aihwkit's
+  ``UniformQuantize`` and aihwkit's gradient rules, on the pixel and output tensors, without the
+  temporaries (and the unused clipping test) that made them a third of a training step;
 * ``post_forward`` (input range x mapping scales, drift-compensation ``alpha`` in eval mode),
   ``apply_out_scaling`` and the digital bias, in aihwkit's order.
 
@@ -45,12 +47,12 @@ from torch import Tensor, nn
 from aihwkit.nn import AnalogConv2d
 from aihwkit.simulator.parameters.enums import (AnalogMVType, BoundManagementType, NoiseManagementType,
                                                 WeightModifierType)
-from aihwkit.simulator.tiles.analog_mvm import AnalogMVM
 from aihwkit.simulator.tiles.array import TileModuleArray
 from aihwkit.simulator.tiles.inference_torch import TorchInferenceTile
 from aihwkit.simulator.tiles.torch_tile import TorchSimulatorTile
+from aihwkit.simulator.tiles.utils import UniformQuantize
 
-from mps.analog.im2col import UnsupportedAnalogConfig
+from mps.analog.im2col import UnsupportedAnalogConfig, _quantize_
 
 
 def _fail(setting: str) -> None:
@@ -119,6 +121,67 @@ def _unfold_moments(x: Tensor, mult: Tensor, count: int) -> tuple[Tensor, Tensor
 
 
 # --------------------------------------------------------------------------- the tile's convolution
+class _Dac(torch.autograd.Function):
+    """``AnalogMVM._prepare_input`` for the static-range tile (no input noise or asymmetry), in one
+    buffer: x scale, ``UniformQuantize`` (deterministic rounding; straight-through gradient), clamp
+    to ``inp_bound`` with aihwkit's gradient rule (zero where the quantised value lies outside)."""
+
+    @staticmethod
+    def forward(ctx, xn: Tensor, scale: float, io) -> Tensor:
+        q = xn * scale if scale != 1.0 else xn
+        if io.inp_res > 0:
+            q = UniformQuantize.apply(q, io.inp_res, io.inp_bound, False)  # aihwkit's quantiser (a copy)
+        elif q is xn:
+            q = xn.clone()
+        bound = io.inp_bound if io.inp_bound > 0 else float("inf")
+        outside = None
+        if bool(q.abs().max() > bound):
+            outside = q.abs() > bound
+            q.clamp_(-bound, bound)
+        ctx.scale = scale
+        ctx.save_for_backward(outside)
+        return q
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (outside,) = ctx.saved_tensors
+        grad = grad * ctx.scale if ctx.scale != 1.0 else grad
+        if outside is not None:
+            grad = grad.masked_fill(outside, 0.0)
+        return grad, None, None
+
+
+class _Adc(torch.autograd.Function):
+    """``AnalogMVM._finalize_output`` for the static-range tile, in place on the product: output
+    noise (``out_noise`` x ``randn_like``, or per-output values), ``UniformQuantize`` (ADC,
+    straight-through), clamp to ``out_bound`` (no gradient where the value lay outside)."""
+
+    @staticmethod
+    def forward(ctx, out: Tensor, io, noise_values: Tensor | None) -> Tensor:
+        if io.out_noise > 0.0 or noise_values is not None:
+            if noise_values is None:
+                out.add_(torch.randn_like(out).mul_(io.out_noise))
+            else:
+                out.add_(torch.randn_like(out).mul_(noise_values.view(1, -1, 1, 1)))
+        if io.out_res > 0:
+            out.copy_(UniformQuantize.apply(out, io.out_res, io.out_bound, io.out_sto_round))  # aihwkit's quantiser
+        bound = io.out_bound if io.out_bound > 0 else float("inf")
+        outside = None
+        if bool(out.abs().max() > bound):
+            outside = out.abs() > bound
+            out.clamp_(-bound, bound)
+        ctx.mark_dirty(out)
+        ctx.save_for_backward(outside)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        (outside,) = ctx.saved_tensors
+        if outside is not None:
+            grad = grad.masked_fill(outside, 0.0)
+        return grad, None, None
+
+
 class _TileConv(torch.autograd.Function):
     """``conv2d(q, w)`` whose backward also adds ``InputRangeForward``'s input-range gradient.
 
@@ -214,20 +277,23 @@ def _tile_conv2d(tile: TorchInferenceTile, x: Tensor, start: int, stop: int, lay
             tile.input_range_update_idx.data += 1
         ir.data = ir.data.abs()
     bound = abs(ir.item())
-    xc = torch.clamp(xs, min=-bound, max=bound)
-
-    # pre_forward's division by the range, then AnalogMVM's input preparation (DAC)
     scale, scaling = 1.0, False
     if io.noise_management == NoiseManagementType.CONSTANT and io.nm_thres > 0 and io.nm_thres != 1.0:
         scale, scaling = 1.0 / io.nm_thres, True
+    pad_before, pad_after = start - c0 * k2, c1 * k2 - stop
+    if not training and not torch.is_grad_enabled():
+        w4 = F.pad(tile.tile.weight.detach(), (pad_before, pad_after)).view(-1, c1 - c0, kh, kw)
+        return _eval_tile(tile, xs, w4, bound, scale, scaling, geom)
+    xc = torch.clamp(xs, min=-bound, max=bound)
+
+    # pre_forward's division by the range, then AnalogMVM's input preparation (DAC)
     xn = xc / ir.view(1, 1, 1, 1)
-    q = AnalogMVM._prepare_input(input_=xn, scale=scale, scaling=scaling, with_asymmetry=False, io_pars=io)
+    q = _Dac.apply(xn, scale, io)
 
     # weights: the tile's (out, cols) matrix, HWA-noisy in training, in a zero-masked kernel
     weight = tile.tile.weight
     if training:
         weight = TorchSimulatorTile.modify_weight(weight, tile.tile._modifier, n)
-    pad_before, pad_after = start - c0 * k2, c1 * k2 - stop
     w4 = F.pad(weight, (pad_before, pad_after)).view(weight.shape[0], c1 - c0, kh, kw)
 
     ir_info = None
@@ -236,7 +302,7 @@ def _tile_conv2d(tile: TorchInferenceTile, x: Tensor, start: int, stop: int, lay
     out = _TileConv.apply(q, w4, ir if ir_info is not None else ir.detach(), geom, ir_info)
 
     # AnalogMVM: output noise, ADC, bound; then out_scale / scale
-    out = AnalogMVM._finalize_output(out_values=out, io_pars=io, out_noise_values=tile.tile.out_noise_values)[1]
+    out = _Adc.apply(out, io, tile.tile.out_noise_values)
     if scaling or io.out_scale != 1.0:
         out = out * (io.out_scale / scale)
 
@@ -251,6 +317,45 @@ def _tile_conv2d(tile: TorchInferenceTile, x: Tensor, start: int, stop: int, lay
         out = out * tile.out_scaling_alpha.view(1, -1, 1, 1)
     if tile.digital_bias and getattr(tile, "bias", None) is not None:
         out = out + tile.bias.view(1, -1, 1, 1)
+    return out
+
+
+def _eval_tile(tile: TorchInferenceTile, xs: Tensor, w4: Tensor, bound: float, scale: float, scaling: bool,
+               geom: dict) -> Tensor:
+    """:func:`_tile_conv2d` without autograd (eval mode): the same float operations in the same
+    order, in place on two buffers (the DAC input, the output) instead of a temporary per step."""
+    cfg = tile.rpu_config
+    io = cfg.forward
+    q = torch.clamp(xs, min=-bound, max=bound).div_(tile.input_range.view(1, 1, 1, 1))
+    if scaling:
+        q.mul_(scale)
+    if io.inp_res > 0:
+        _quantize_(q, io.inp_res, io.inp_bound)
+    inp_bound = io.inp_bound if io.inp_bound > 0 else float("inf")
+    q.clamp_(-inp_bound, inp_bound)
+    out = F.conv2d(q, w4, None, geom["stride"], geom["padding"], geom["dilation"])
+    if io.out_noise > 0.0:
+        noise = tile.tile.out_noise_values
+        if noise is None:
+            out.add_(torch.randn_like(out).mul_(io.out_noise))
+        else:
+            out.add_(torch.randn_like(out).mul_(noise.view(1, -1, 1, 1)))
+    if io.out_res > 0:
+        _quantize_(out, io.out_res, io.out_bound)
+    out_bound = io.out_bound if io.out_bound > 0 else float("inf")
+    out.clamp_(-out_bound, out_bound)
+    if scaling or io.out_scale != 1.0:
+        out.mul_(io.out_scale / scale)
+    post = tile.input_range.view(1, 1, 1, 1)
+    if tile.mapping_scales is not None:
+        post = post * tile.get_mapping_scales().view(1, -1, 1, 1)
+    out.mul_(post)
+    if getattr(cfg, "drift_compensation", None) is not None:
+        out.mul_(tile.alpha)
+    if tile.out_scaling_alpha is not None:
+        out.mul_(tile.out_scaling_alpha.view(1, -1, 1, 1))
+    if tile.digital_bias and getattr(tile, "bias", None) is not None:
+        out.add_(tile.bias.view(1, -1, 1, 1))
     return out
 
 
@@ -275,8 +380,6 @@ def _dac_factor(ir: Tensor, scale: float, io) -> float:
     its DAC input is +-scale): the quantiser passes the gradient straight through, aihwkit's clamp
     of q to ``inp_bound`` masks it if the quantised value lies outside, and q = clamped / range x
     scale.  (Inputs inside the range have no term of their own.)"""
-    from aihwkit.simulator.tiles.utils import UniformQuantize
-
     pre = torch.tensor([scale, -scale], dtype=ir.dtype)
     if io.inp_res > 0:
         pre = UniformQuantize.apply(pre, io.inp_res, io.inp_bound, False)

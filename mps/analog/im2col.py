@@ -291,7 +291,7 @@ def conv2d_forward(layer: AnalogConv2d, x: Tensor, ws: Workspace, exact_order: b
     in ``unfold``'s (channel, kernel row, kernel column) order, whose innermost run is one kernel
     row.  Elementwise the result is the same; only the matrix product sums its K terms in another
     order (float rounding, ~1e-7 relative), which can move an output across an ADC rounding
-    boundary (one ADC step, on rare elements; see tests/test_analog_inference.py).  With
+    boundary (one ADC step, on rare elements; see tests/test_analog_im2col.py).  With
     ``exact_order`` (and for tiles splitting a channel) the rows are in ``unfold``'s order and
     every output equals aihwkit's bit for bit.
     """

@@ -36,7 +36,7 @@ from mps.config import AdaptConfig, Params
 from mps.evaluation import accuracy_at, drift_accuracy_grid
 from mps.noise_schedule import normalised_sensitivity, ramp_fraction, ramp_step_at
 from mps.runtime import progress, resolve_device, seed_everything
-from mps.stages.common import Splits, eval_set, hardware_profile, load_splits
+from mps.stages.common import Splits, calibrate_input_ranges, eval_set, hardware_profile, load_splits
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import Supernet, convert_to_supernet, extract, realize, save_supernet
 from mps.supernet.adapted import WIDE
@@ -218,7 +218,7 @@ def evidence(supernet: Supernet, pretrained_path: Path, splits: Splits, params: 
     """
     cfg = params.adapt
     data = eval_set(splits, "test", cfg.evidence_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
-                    device=params.device, engine=params.evaluate.engine)
+                    device=params.device, engine=params.analog_engine)
     times = [float(t) for t in cfg.evidence_drift_times]
     fp32_model, ckpt = load_pretrained(pretrained_path)
     shape = tuple(ckpt["image_shape"])
@@ -226,8 +226,8 @@ def evidence(supernet: Supernet, pretrained_path: Path, splits: Splits, params: 
     fp32_acc, _ = accuracy_at(fp32_model, data, times[0], 1, params.seed)
     out["pretrained.accuracy"] = fp32_acc
     analog = supernet.uniform_mapping("analog")
-    grids = {"pretrained_analog": drift_accuracy_grid(realize(load_pretrained(pretrained_path)[0], analog, profile, shape),
-                                                      data, times, cfg.evidence_repeats, params.seed),
+    straight = calibrate_input_ranges(realize(load_pretrained(pretrained_path)[0], analog, profile, shape), splits, params)
+    grids = {"pretrained_analog": drift_accuracy_grid(straight, data, times, cfg.evidence_repeats, params.seed),
              "adapted_analog": drift_accuracy_grid(extract(supernet, analog), data, times, cfg.evidence_repeats,
                                                    params.seed)}
     for name, grid in grids.items():
@@ -266,6 +266,21 @@ def build_supernet(params: Params, pretrained_path: Path, data_manifest: dict, p
     return convert_to_supernet(model, params.space, profile, tuple(ckpt["image_shape"]), meta)
 
 
+def calibrate_supernet_ranges(supernet: Supernet, splits: Splits, params: Params) -> None:
+    """Calibrate the input ranges of the supernet's analog operators before any training (so an
+    unadapted supernet's analog paths are not handicapped by default ranges): on the all-analog
+    path, then, for MPAAS, on the path with every adaptable pair widened."""
+    mappings = [supernet.uniform_mapping("analog")]
+    if supernet.pairs:
+        mappings.append(supernet.tie({**mappings[0], **{p["producer"]: WIDE for p in supernet.pairs}}))
+    before = supernet.active_mapping()
+    for mapping in mappings:
+        supernet.set_mapping(mapping)
+        calibrate_input_ranges(supernet, splits, params)
+    for name, layer in supernet.choice_layers().items():
+        layer.set_active(before[name])
+
+
 def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, work_dir: Path,
         tracker: Tracker) -> dict:
     cfg = params.adapt
@@ -274,6 +289,7 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
     seed_everything(params.seed)
     device = resolve_device(params.device)
     supernet = build_supernet(params, pretrained_path, splits.manifest, profile).to(device)
+    calibrate_supernet_ranges(supernet, splits, params)
     x_train, y_train = splits.train
     fill = mdata.black_fill(splits.manifest)
     n_steps = steps_per_epoch(len(x_train), cfg.batch_size, cfg.max_steps_per_epoch)
@@ -311,7 +327,7 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
             apply_noise_fraction(supernet, {n: 0.0 for n in analog_choice_layers(supernet)}, profile)
         elif sensitivity is None and cfg.hwa == "noise_scaled":
             sensitivity = sensitivity_probe(supernet, splits, params.seed, params.device, profile,
-                                            params.evaluate.engine)
+                                            params.analog_engine)
             tracker.log_metrics({f"probe_drop.{n}": v for n, v in sensitivity.items()})
         # uniform HWA: every layer on the linear ramp (z = 0); noise-scaled: by probed sensitivity
         z = normalised_sensitivity(sensitivity or {}) if cfg.hwa == "noise_scaled" else {}

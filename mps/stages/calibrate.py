@@ -142,7 +142,7 @@ def calibration_set(params: Params, splits: Splits) -> EvalSet:
     cfg = params.calibrate
     return eval_set(splits, "val", cfg.val_examples, params.seed, cfg.batch_size,
                     calib_batches=cfg.bn_recalibration_batches, device=params.device,
-                    engine=params.evaluate.engine)
+                    engine=params.analog_engine)
 
 
 def layer_grid(supernet: Supernet, reference_mapping: dict[str, str], layer: str | None, data: EvalSet,

@@ -41,12 +41,25 @@ def _head(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int) -> tup
 def eval_set(splits: Splits, split: str, limit: int | None, seed: int, batch_size: int = 512,
              calib_batches: int = 8, device: str = "auto", engine: str = "fast") -> EvalSet:
     """Scoring examples from ``split`` plus training examples for BN recalibration; ``engine``:
-    the analog inference engine (``params.evaluate.engine``)."""
+    the analog engine (``params.analog_engine``)."""
     x, y = _head(*getattr(splits, split), limit, seed)
     calib_x = splits.train[0][torch.randperm(len(splits.train[0]), generator=torch.Generator().manual_seed(seed + 1))
                               [: calib_batches * 128]]
     return EvalSet(x, y, calib_x=calib_x, batch_size=batch_size, calib_batches=calib_batches, calib_batch_size=128,
                    device=str(resolve_device(device)), engine=engine)
+
+
+def calibrate_input_ranges(model, splits: Splits, params: Params):
+    """``model`` (returned) with the static input ranges of its analog layers calibrated on
+    ``params.range_calibration_batches`` seeded training batches (mps/analog/calibration.py): what
+    every analog model that is not trained gets, the same batches for every method."""
+    from mps.analog.calibration import calibrate_ranges
+
+    batches = params.range_calibration_batches
+    x = splits.train[0]
+    x = x[torch.randperm(len(x), generator=torch.Generator().manual_seed(params.seed + 2))[: batches * 128]]
+    calibrate_ranges(model, x, batches, 128, params.seed)
+    return model
 
 
 def hardware_profile(params: Params):

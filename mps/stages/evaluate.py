@@ -52,7 +52,7 @@ from mps.config import Params
 from mps.cost_model import parse_hardware_profile
 from mps.evaluation import EvalSet
 from mps.runtime import progress
-from mps.stages.common import eval_set, load_supernet_inputs
+from mps.stages.common import calibrate_input_ranges, eval_set, load_supernet_inputs
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import MappingFile, check_layers, extract, load_mapping, realize
 from mps.supernet.mapping import allowed_for
@@ -259,13 +259,15 @@ def inputs_key(params: Params, supernet_path: Path, pretrained_path: Path, data_
 
 
 # --------------------------------------------------------------------------- one mapping
-def build_model(candidate: Candidate, supernet, pretrained_path: Path, profile) -> nn.Module:
-    """The standalone model of a mapping, from where its ``source`` says (see the module docstring)."""
+def build_model(candidate: Candidate, supernet, pretrained_path: Path, profile, splits, params: Params) -> nn.Module:
+    """The standalone model of a mapping, from where its ``source`` says (see the module docstring);
+    one realised from the pretrained weights gets its input ranges calibrated as the search did."""
     if candidate.mapping.weights_file is not None:
         return load_deployed(candidate.path.parent / candidate.mapping.weights_file)[0]
     if candidate.mapping.from_pretrained:
         model, ckpt = load_pretrained(pretrained_path)
-        return realize(model, candidate.mapping.layers, profile, tuple(ckpt["image_shape"])).eval()
+        model = realize(model, candidate.mapping.layers, profile, tuple(ckpt["image_shape"]))
+        return calibrate_input_ranges(model, splits, params).eval()
     return extract(supernet, candidate.mapping.layers)
 
 
@@ -360,7 +362,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
     costs_of = {c.name: supernet.costs(c.mapping.layers, profile) for c in candidates}
     data = eval_set(splits, "test", cfg.max_test_examples, params.seed, cfg.batch_size,
-                    calib_batches=cfg.bn_recalibration_batches, device=params.device, engine=cfg.engine)
+                    calib_batches=cfg.bn_recalibration_batches, device=params.device, engine=params.analog_engine)
 
     tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
                         "mappings": len(candidates), "test_examples": len(data.x),
@@ -379,7 +381,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
             resumed.append(candidate.name)
         else:
             with profile_t.section("build"):
-                model = build_model(candidate, supernet, pretrained_path, profile)
+                model = build_model(candidate, supernet, pretrained_path, profile, splits, params)
             with profile_t.instrument(model):
                 grid = evaluate_grid(model, data, drift_times, cfg.repeats, params.seed,
                                      recalibrate=not candidate.is_fp32_baseline)

@@ -58,7 +58,7 @@ from mps.search.mps_search import mps_search
 from mps.search.odimo import odimo_search
 from mps.search.objectives import Evaluation, ObjectiveEvaluator, cost_objectives
 from mps.search.result import SearchResult
-from mps.stages.common import eval_set, load_supernet_inputs
+from mps.stages.common import calibrate_input_ranges, eval_set, load_supernet_inputs
 from mps.data import black_fill
 from mps.hwa import finetune
 from mps.supernet import MappingFile, check_layers, realize
@@ -339,7 +339,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         key_inputs.append(sensitivity_path)
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
     data = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
-                    device=params.device, engine=params.evaluate.engine)
+                    device=params.device, engine=params.analog_engine)
     fp32_size = supernet.costs(fp32_mapping(supernet), profile).digital_size_mb
     shape = tuple(pre_ckpt["image_shape"])
 
@@ -347,7 +347,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         from mps.stages.pretrain import load_pretrained  # noqa: PLC0415 - heavy import chain, stage-local
 
         model, _ = load_pretrained(pretrained_path)
-        return realize(model, mapping, profile, shape).eval()
+        return calibrate_input_ranges(realize(model, mapping, profile, shape), splits, params).eval()
 
     def train_hwa(model: Any, steps: int | None = None, desc: str = "search analog_hwa") -> dict:
         """The adaptation's HWA recipe (and, by default, step count) on a standalone network (mps.hwa)."""

@@ -1,5 +1,5 @@
-"""The fast analog inference engine (mps/analog_inference.py) against aihwkit itself, on real
-aihwkit layers programmed and drifted by aihwkit (conv and linear, one and several tiles)."""
+"""The im2col eval engine of the dynamic chip model (mps/analog/im2col.py) against aihwkit itself, on
+real aihwkit layers programmed and drifted by aihwkit (conv and linear, one and several tiles)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,18 @@ import pytest
 import torch
 from torch import nn
 
-from mps.analog.im2col import UnsupportedAnalogConfig, inference_engine
+from aihwkit.nn import AnalogConv2d
+
+from mps.analog import im2col
+from mps.analog.chip import analog_from_digital, rpu_config_from_profile
+from mps.analog.engine import analog_forward, use_engine
+from mps.analog.im2col import UnsupportedAnalogConfig
+from mps.analog.tiles import drift_analog, program_analog
 from mps.cost_model import load_hardware_profile
-from mps.analog.tiles import analog_from_digital, drift_analog, program_analog, rpu_config_from_profile
 
 from tests.conftest import REPO
 
-PROFILE = load_hardware_profile(REPO / "hardware" / "pcm_default.yaml")
+PROFILE = load_hardware_profile(REPO / "hardware" / "paper-dynamic.yaml")
 
 
 def _config(out_noise: float, rows: int = 512, cols: int = 512):
@@ -52,8 +57,13 @@ def _layer(name: str, out_noise: float, seed: int = 1, t: float = 86400.0, posit
 
 def _forward(layer, x, engine: str, seed: int, exact_order: bool = False):
     torch.manual_seed(seed)
-    with torch.no_grad(), inference_engine(layer, engine, exact_order=exact_order):
-        out = layer(x)
+    with torch.no_grad():
+        if engine == "aihwkit":
+            out = layer(x)
+        elif isinstance(layer, AnalogConv2d):
+            out = im2col.conv2d_forward(layer, x, im2col.Workspace(), exact_order)
+        else:
+            out = im2col.linear_forward(layer, x, im2col.Workspace())
     return out, torch.randint(0, 2**62, (1,)).item()  # the generator's state afterwards
 
 
@@ -127,45 +137,20 @@ def test_noise_statistics_match_aihwkit_over_seeds(name):
 
 
 def test_train_mode_runs_aihwkit_and_unsupported_config_fails_loudly():
+    """Dynamic scaling in training: the engine switch runs aihwkit's own training forward; an eval
+    configuration the engine does not implement fails naming the setting; an unknown engine too."""
     layer, x = _layer("linear-1-tile", 0.04)
     layer.train()
     torch.manual_seed(3)
     ref = layer(x)
     torch.manual_seed(3)
-    with inference_engine(layer, "fast"):
-        out = layer(x)
+    with use_engine("fast"):
+        out = analog_forward(layer, x)
     assert torch.equal(out, ref)  # aihwkit's own training forward (weight noise and all)
     layer.eval()
     next(iter(layer.analog_tiles())).rpu_config.forward.inp_noise = 0.01
-    with pytest.raises(UnsupportedAnalogConfig, match="inp_noise"):
-        with inference_engine(layer, "fast"):
-            pass
+    with pytest.raises(UnsupportedAnalogConfig, match="inp_noise"), torch.no_grad():
+        im2col.linear_forward(layer, x, im2col.Workspace())
     with pytest.raises(ValueError, match="unknown analog engine"):
-        with inference_engine(layer, "quick"):
+        with use_engine("quick"):
             pass
-
-
-def test_engine_switch_on_the_tiny_profile(tiny_supernet, tiny_data):
-    """evaluate.engine: fast and aihwkit give the evaluator's accuracy grid within its noise: with
-    the same seeds identically or within rare one-ADC-step flips (a fraction of a point), and over
-    other seeds within the standard error of the repeats."""
-    from mps.evaluation import drift_accuracy_grid
-    from mps.stages.common import eval_set, load_splits
-    from mps.supernet import extract, load_supernet
-
-    from tests.conftest import tiny_params
-
-    params = tiny_params()
-    assert params.evaluate.engine == "fast"
-    assert tiny_params(**{"evaluate.engine": "aihwkit"}).evaluate.engine == "aihwkit"
-    supernet, _ = load_supernet(tiny_supernet)
-    splits = load_splits(tiny_data)
-    grids = {}
-    for engine in ("aihwkit", "fast"):
-        data = eval_set(splits, "test", None, params.seed, calib_batches=1, device="cpu", engine=engine)
-        model = extract(supernet, supernet.uniform_mapping("analog"))
-        grids[engine] = drift_accuracy_grid(model, data, [1.0, 86400.0], 6, params.seed)
-    a, f = grids["aihwkit"], grids["fast"]
-    assert np.abs(a - f).max() <= 2.0  # same draws: at most a handful of images flip
-    se = np.sqrt(a.var(0, ddof=1) / len(a) + f.var(0, ddof=1) / len(f))
-    assert np.all(np.abs(a.mean(0) - f.mean(0)) <= 3 * se + 1e-9)
