@@ -22,7 +22,7 @@ from torch import nn
 
 from mps import data as mdata
 from mps.runtime import progress, resolve_device
-from mps.analog.tiles import clip_analog, equalize_analog_gradients
+from mps.analog.tiles import clip_analog, equalize_analog_gradients, sync_gradient_scaling
 from mps.training import check_finite, epoch_generator, iterate_batches, sgd
 
 
@@ -39,6 +39,7 @@ def finetune(model: nn.Module, x: torch.Tensor, y: torch.Tensor, steps: int, bat
     pass); returns the mean training loss of the first and last tenth of the steps."""
     device = str(resolve_device(device))  # params' "auto" works here too
     model.to(device).train()
+    sync_gradient_scaling(model)
     optimizer = sgd(trainable_parameters(model), lr, momentum, weight_decay)
     scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
     losses: list[float] = []

@@ -113,7 +113,7 @@ def test_sensitivity_probe_measures_at_the_deployment_noise(tiny_supernet, tiny_
     probes = []
     for fraction in (0.0, 1.0):
         apply_noise_fraction(supernet, {n: fraction for n in names}, profile)
-        probes.append(sensitivity_probe(supernet, splits, params.seed, "cpu", profile, params.evaluate.engine))
+        probes.append(sensitivity_probe(supernet, splits, params.seed, "cpu", profile, params.analog_engine))
     assert probes[0] == probes[1]
     for layer in analog_choice_layers(supernet).values():  # left at the deployment level
         assert training_noise(layer) == pytest.approx((profile.analog.out_noise, profile.analog.hwa_weight_noise))

@@ -155,6 +155,16 @@ def test_engine_switch_and_unsupported_settings():
     with use_engine("aihwkit"):
         got = analog_forward(ref, x)
     assert torch.equal(want, got)
+    from mps.analog.tiles import set_training_noise
+
+    noisy, _, _ = _pair("conv-1-tile", out_noise=0.04, weight_noise=0.08)
+    noisy.train()
+    outs = []
+    for level in (1.0, 0.0, 0.0):  # the HWA noise ramp reaches the direct engine (tile.set_config)
+        set_training_noise(noisy, 0.04 * level, 0.08 * level)
+        torch.manual_seed(len(outs))
+        outs.append(direct.conv2d_forward(noisy, x))
+    assert not torch.equal(outs[0], outs[1]) and torch.equal(outs[1], outs[2])
     next(iter(ref.analog_tiles())).rpu_config.forward.inp_noise = 0.01
     with pytest.raises(UnsupportedAnalogConfig, match="inp_noise"), use_engine("fast"):
         analog_forward(ref, x)

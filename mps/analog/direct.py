@@ -252,6 +252,7 @@ def _tile_conv2d(tile: TorchInferenceTile, x: Tensor, start: int, stop: int, lay
     c0, c1 = start // k2, -(-stop // k2)
     xs = x[:, c0:c1]
     cfg = tile.rpu_config
+    tile.tile.set_config(cfg)  # as TorchInferenceTile.forward: the noise levels set since take effect
     io, ir_params = cfg.forward, cfg.pre_post.input_range
     ir = tile.input_range
     training = tile.training

@@ -97,3 +97,21 @@ def reset_programming(model: nn.Module) -> None:
             alpha = torch.as_tensor(tile.alpha)
             tile.alpha = torch.ones((1,), dtype=alpha.dtype, device=alpha.device)
             tile.drift_baseline = None
+
+
+@torch.no_grad()
+def sync_gradient_scaling(model: nn.Module) -> None:
+    """Re-arm aihwkit's gradient hook of every torch tile with the tile's current scales; call
+    before training a model that was loaded or copied.
+
+    ``TorchInferenceTile.set_scales`` registers a hook on the tile's weight that divides its
+    gradient by scale**2, so that an update moves the effective weights as a digital step of the
+    same learning rate would.  aihwkit arms it at conversion and at every remapping
+    (``post_update_step``), but neither ``load_state_dict`` nor ``copy.deepcopy`` carries it: a
+    resumed adaptation would take its first step with the scales of the freshly converted
+    layer, and a copy none at all."""
+    for layer in analog_layers(model):
+        for tile in layer.analog_tiles():
+            scales = tile.get_scales() if hasattr(tile, "_backward_hook_handle") else None
+            if scales is not None:
+                tile.set_scales(scales)

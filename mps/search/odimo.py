@@ -50,7 +50,7 @@ from torch import nn
 from mps.cost_model import layer_cost
 from mps.search.objectives import Evaluation, ObjectiveEvaluator
 from mps.search.result import SearchResult, select_trained
-from mps.analog.tiles import clip_analog
+from mps.analog.tiles import clip_analog, sync_gradient_scaling
 from mps.supernet.extract import extract
 from mps.training import check_finite, epoch_generator, iterate_batches, sgd
 
@@ -98,6 +98,7 @@ def search_alphas(supernet, x: torch.Tensor, y: torch.Tensor, lam: float, costs:
     """Train a deep copy of ``supernet`` (weights and alphas, same batches) for ``cfg.steps``;
     return the copy (in fixed mode, its argmax active) and the loss statistics."""
     net = copy.deepcopy(supernet).to(device)
+    sync_gradient_scaling(net)
     reset_alphas(net)
     alphas = net.alpha_parameters()
     w_opt = sgd(list(net.weight_parameters()), cfg.weight_lr, momentum, 0.0)

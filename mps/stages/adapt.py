@@ -40,7 +40,7 @@ from mps.stages.common import Splits, calibrate_input_ranges, eval_set, hardware
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import Supernet, convert_to_supernet, extract, realize, save_supernet
 from mps.supernet.adapted import WIDE
-from mps.analog.tiles import clip_analog, equalize_analog_gradients, set_training_noise
+from mps.analog.tiles import clip_analog, equalize_analog_gradients, set_training_noise, sync_gradient_scaling
 from mps.tracking import Tracker
 from mps.units import drift_label
 from mps.training import (EpochCheckpointer, check_finite, epoch_generator, iterate_batches, sgd,
@@ -332,6 +332,7 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
         # uniform HWA: every layer on the linear ramp (z = 0); noise-scaled: by probed sensitivity
         z = normalised_sensitivity(sensitivity or {}) if cfg.hwa == "noise_scaled" else {}
         supernet.train()
+        sync_gradient_scaling(supernet)  # every epoch alike, whether resumed or not (see its docstring)
         losses = []
         batches = iterate_batches(len(x_train), cfg.batch_size, gen, drop_last=True)
         for step, idx in enumerate(progress(batches, f"adapt {phase} epoch {epoch + 1}", total=n_steps)):
