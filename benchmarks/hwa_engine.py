@@ -47,15 +47,16 @@ def run(inp: Inputs) -> Figure:
     profile = hardware_profile(params)
     dynamic = load_hardware_profile(REPO / "hardware" / "paper-dynamic.yaml")
     torch.manual_seed(params.seed)
-    x = torch.randn(BATCH, *shape)
-    y = torch.randint(0, 10, (BATCH,))
+    batch = 32 if inp.quick else BATCH
+    x = torch.randn(batch, *shape)
+    y = torch.randint(0, 10, (batch,))
     eval_x = torch.randn(64 if inp.quick else 512, *shape)
     eval_y = torch.randint(0, 10, (len(eval_x),))
     models = MODELS[:1] if inp.quick else MODELS
     for name in models:
         fp32 = build_model(name, shape[0], 10, shape[-1])
         analog = realize(copy.deepcopy(fp32), "analog", profile, shape)
-        calibrate_ranges(analog, x, 1, BATCH, params.seed)
+        calibrate_ranges(analog, x, 1, batch, params.seed)
         nets = {"fp32": fp32, "fast": analog, "aihwkit": copy.deepcopy(analog),
                 "dynamic": realize(copy.deepcopy(fp32), "analog", dynamic, shape)}
         opts = {k: sgd([p for n, p in m.named_parameters() if not n.endswith("analog_ctx")], 0.01, 0.9, 0.0)
@@ -76,7 +77,7 @@ def run(inp: Inputs) -> Figure:
         labels = (("fp32", "FP32"), ("fast", "direct engine"), ("aihwkit", "aihwkit forward"),
                   ("dynamic", "aihwkit forward, dynamic chip model (before)"))
         for key, label in labels:
-            fig.add_stats(f"{name}: training step, {label}", train[key], "s/step", note=f"batch {BATCH}")
+            fig.add_stats(f"{name}: training step, {label}", train[key], "s/step", note=f"batch {batch}")
         for key, label in labels[1:]:
             fig.add_stats(f"{name}: analog training step / FP32 step, {label}", ratio(train[key], train["fp32"]), "x",
                           note="goal <= 3x (direct)" if key == "fast" else "")
@@ -89,7 +90,7 @@ def run(inp: Inputs) -> Figure:
                 program_analog(model)
                 drift_analog(model, 86400.0)
                 with use_engine("aihwkit" if engine == "dynamic" else engine):
-                    return evaluate_accuracy(model, eval_x, eval_y, BATCH)
+                    return evaluate_accuracy(model, eval_x, eval_y, batch)
             return go
 
         ev = interleaved({e: evaluation(e) for e in ("fast", "aihwkit", "dynamic")}, inp.runs, warmup=1)

@@ -88,6 +88,24 @@ def test_training_forward_and_gradients_equal_aihwkit(name):
     assert (xa.grad - xb.grad).abs().max().item() <= 1e-4 * xa.grad.abs().max().item()
 
 
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_noisy_training_forward_draws_what_aihwkit_draws(name):
+    """Noise on (HWA weight noise, output noise), the same seed: the same draws in the same order
+    (weight noise per tile, then output noise in aihwkit's im2col order), so the outputs agree
+    within one ADC step on rare elements and the generator is left in aihwkit's state."""
+    ref, mine, x = _pair(name, out_noise=0.04, weight_noise=0.08)
+    ref.train(), mine.train()
+    with torch.no_grad():
+        torch.manual_seed(11)
+        ya, state_a = ref(x), torch.randint(0, 2**62, (1,)).item()
+        torch.manual_seed(11)
+        yb, state_b = direct.conv2d_forward(mine, x), torch.randint(0, 2**62, (1,)).item()
+    diff = (ya - yb).abs()
+    assert state_a == state_b
+    assert diff.max().item() <= _adc_step(ref) * (1 + 1e-4)
+    assert (diff > 0).float().mean().item() <= 0.01
+
+
 @pytest.mark.parametrize("name", ["conv-1-tile", "conv-channel-split-2x3-tiles"])
 def test_ranges_initialised_from_data_as_aihwkit(name):
     """The first training batches set each tile's range to init_std_alpha x the std of its im2col

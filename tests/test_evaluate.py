@@ -97,9 +97,17 @@ def _float_copy(extracted: torch.nn.Module, pretrained_path: Path) -> torch.nn.M
     return model.eval()
 
 
-def _aihwkit_grid(float_model, rpu_config, x, y, times, repeats, seed, batch_size) -> np.ndarray:
-    """aihwkit's own path: convert_to_analog, then per repeat program_analog_weights once and
-    drift_analog_weights to each time."""
+def _input_ranges(extracted: torch.nn.Module) -> dict[str, list[torch.Tensor]]:
+    """Each analog layer's tile input ranges, by the layer's name in the float architecture."""
+    from mps.analog.chip import ANALOG_LAYER_TYPES
+
+    return {name.rsplit(".layer", 1)[0]: [t.input_range.detach().clone() for t in m.analog_tiles()]
+            for name, m in extracted.named_modules() if isinstance(m, ANALOG_LAYER_TYPES)}
+
+
+def _aihwkit_grid(float_model, rpu_config, x, y, times, repeats, seed, batch_size, ranges=None) -> np.ndarray:
+    """aihwkit's own path: convert_to_analog (with the given tiles' input ranges), then per repeat
+    program_analog_weights once and drift_analog_weights to each time."""
     from aihwkit.nn import AnalogConv2d, AnalogLinear
     from aihwkit.nn.conversion import convert_to_analog
 
@@ -108,6 +116,11 @@ def _aihwkit_grid(float_model, rpu_config, x, y, times, repeats, seed, batch_siz
         analog = convert_to_analog(float_model, rpu_config).eval()  # fresh tiles (conversion draws from the RNG)
         layers = [m for m in analog.modules() if isinstance(m, (AnalogConv2d, AnalogLinear))]
         assert layers
+        for name, module in analog.named_modules():
+            if isinstance(module, (AnalogConv2d, AnalogLinear)) and ranges:
+                with torch.no_grad():
+                    for tile, value in zip(module.analog_tiles(), ranges[name]):
+                        tile.input_range.copy_(value)
         torch.manual_seed(seed + r)
         with torch.no_grad():
             for layer in layers:
@@ -146,7 +159,7 @@ def test_all_analog_drift_matches_aihwkit(supernet, tiny_data, tiny_pretrained):
     # the model now carries its recalibrated BN statistics and, after the evaluator's reset, its trained weights
     reference = _aihwkit_grid(_float_copy(model, tiny_pretrained),
                               rpu_config_from_profile(parse_hardware_profile(ckpt["profile"]).analog),
-                              data.x, data.y, times, 2, SEED, data.batch_size)
+                              data.x, data.y, times, 2, SEED, data.batch_size, _input_ranges(model))
     assert grid.shape == (2, 2)
     # same weights, same configuration, same seeds, same order of random draws: the same numbers.
     # Accuracies are counts (steps of 100/24 points); fp32 kernel differences between the two

@@ -144,6 +144,8 @@ def test_reset_programming_restores_the_trained_tile_exactly():
 def test_training_noise_ramp_really_changes_the_forward_noise():
     torch.manual_seed(0)
     layer = analog_from_digital(nn.Linear(64, 64), rpu_config_from_profile(PROFILE.analog)).train()
+    for tile in layer.analog_tiles():  # static ranges: initialised already (else each forward updates them)
+        tile.input_range_update_idx.data.fill_(float(tile.rpu_config.pre_post.input_range.init_from_data))
     x = torch.randn(512, 64)
 
     def spread():

@@ -153,16 +153,13 @@ class _Dac(torch.autograd.Function):
 
 class _Adc(torch.autograd.Function):
     """``AnalogMVM._finalize_output`` for the static-range tile, in place on the product: output
-    noise (``out_noise`` x ``randn_like``, or per-output values), ``UniformQuantize`` (ADC,
+    noise (``out_noise`` x standard normal, :func:`_output_noise`), ``UniformQuantize`` (ADC,
     straight-through), clamp to ``out_bound`` (no gradient where the value lay outside)."""
 
     @staticmethod
-    def forward(ctx, out: Tensor, io, noise_values: Tensor | None) -> Tensor:
-        if io.out_noise > 0.0 or noise_values is not None:
-            if noise_values is None:
-                out.add_(torch.randn_like(out).mul_(io.out_noise))
-            else:
-                out.add_(torch.randn_like(out).mul_(noise_values.view(1, -1, 1, 1)))
+    def forward(ctx, out: Tensor, io) -> Tensor:
+        if io.out_noise > 0.0:
+            out.add_(_output_noise(out, io.out_noise))
         if io.out_res > 0:
             out.copy_(UniformQuantize.apply(out, io.out_res, io.out_bound, io.out_sto_round))  # aihwkit's quantiser
         bound = io.out_bound if io.out_bound > 0 else float("inf")
@@ -179,7 +176,16 @@ class _Adc(torch.autograd.Function):
         (outside,) = ctx.saved_tensors
         if outside is not None:
             grad = grad.masked_fill(outside, 0.0)
-        return grad, None, None
+        return grad, None
+
+
+def _output_noise(out: Tensor, std: float) -> Tensor:
+    """``std`` x standard normal draws for an (n, channels, h, w) output, drawn in aihwkit's
+    order (its im2col output is (n, h x w, channels)): the same numbers from the same seed, and
+    the generator left where aihwkit leaves it, so later programming and drift draws agree too."""
+    n, c, h, w = out.shape
+    noise = torch.randn((n, h * w, c), dtype=out.dtype, device=out.device).mul_(std)
+    return noise.transpose(1, 2).view(n, c, h, w)
 
 
 class _TileConv(torch.autograd.Function):
@@ -303,7 +309,7 @@ def _tile_conv2d(tile: TorchInferenceTile, x: Tensor, start: int, stop: int, lay
     out = _TileConv.apply(q, w4, ir if ir_info is not None else ir.detach(), geom, ir_info)
 
     # AnalogMVM: output noise, ADC, bound; then out_scale / scale
-    out = _Adc.apply(out, io, tile.tile.out_noise_values)
+    out = _Adc.apply(out, io)
     if scaling or io.out_scale != 1.0:
         out = out * (io.out_scale / scale)
 
@@ -313,7 +319,7 @@ def _tile_conv2d(tile: TorchInferenceTile, x: Tensor, start: int, stop: int, lay
         post = post * tile.get_mapping_scales().view(1, -1, 1, 1)
     out = out * post
     if not training and getattr(cfg, "drift_compensation", None) is not None:
-        out = out * tile.alpha
+        out = out * _per_channel(tile.alpha)
     if tile.out_scaling_alpha is not None:
         out = out * tile.out_scaling_alpha.view(1, -1, 1, 1)
     if tile.digital_bias and getattr(tile, "bias", None) is not None:
@@ -336,11 +342,7 @@ def _eval_tile(tile: TorchInferenceTile, xs: Tensor, w4: Tensor, bound: float, s
     q.clamp_(-inp_bound, inp_bound)
     out = F.conv2d(q, w4, None, geom["stride"], geom["padding"], geom["dilation"])
     if io.out_noise > 0.0:
-        noise = tile.tile.out_noise_values
-        if noise is None:
-            out.add_(torch.randn_like(out).mul_(io.out_noise))
-        else:
-            out.add_(torch.randn_like(out).mul_(noise.view(1, -1, 1, 1)))
+        out.add_(_output_noise(out, io.out_noise))
     if io.out_res > 0:
         _quantize_(out, io.out_res, io.out_bound)
     out_bound = io.out_bound if io.out_bound > 0 else float("inf")
@@ -352,12 +354,19 @@ def _eval_tile(tile: TorchInferenceTile, xs: Tensor, w4: Tensor, bound: float, s
         post = post * tile.get_mapping_scales().view(1, -1, 1, 1)
     out.mul_(post)
     if getattr(cfg, "drift_compensation", None) is not None:
-        out.mul_(tile.alpha)
+        out.mul_(_per_channel(tile.alpha))
     if tile.out_scaling_alpha is not None:
         out.mul_(tile.out_scaling_alpha.view(1, -1, 1, 1))
     if tile.digital_bias and getattr(tile, "bias", None) is not None:
         out.add_(tile.bias.view(1, -1, 1, 1))
     return out
+
+
+def _per_channel(alpha) -> Tensor:
+    """The drift-compensation factor against (n, channels, h, w) outputs: a scalar (global
+    compensation) or one per output channel (``PerColumnDriftCompensation``)."""
+    alpha = torch.as_tensor(alpha)
+    return alpha.view(1, -1, 1, 1) if alpha.numel() > 1 else alpha
 
 
 def _range_info(xc: Tensor, ir: Tensor, params, io, mult: Tensor, count: int, scale: float, geom: dict) -> dict:
