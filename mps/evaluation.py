@@ -13,6 +13,16 @@ that all methods are measured the same way:
    retrained per time point;
 3. the programmed state is cleared afterwards, so the model can be reused.
 
+What a deployed chip does over time is part of the evaluation, the same for every method
+(``EvalSet``, from params' ``evaluate`` section): the drift-compensation method of every tile
+(:func:`mps.analog.tiles.drift_compensations`: aihwkit's global, global with exact reference,
+per column, or none), and optionally BatchNorm statistics re-estimated at each drift time on
+``bn_reestimation_batches`` unlabelled training batches through the drifted, noisy network
+(the digital BN layers are where a chip would do it: Joshi et al., "Accurate deep neural network
+inference using computational phase-change memory", Nat. Commun. 11, 2473 (2020), adaptive
+batch-norm statistics; suggested for aihwkit's drift in aihwkit issue 247).  The statistics of
+step 1 are put back after each time point, so one time's re-estimate never leaks into the next.
+
 Every eval-mode forward of the analog layers here (BN recalibration of unprogrammed tiles
 included) runs on ``EvalSet.engine`` (:mod:`mps.analog.engine`): ``fast`` (direct convolutions for
 static input ranges, im2col for dynamic ones; aihwkit's arithmetic, checked against it) or
@@ -30,7 +40,8 @@ import torch
 from torch import nn
 
 from mps.analog.engine import use_engine
-from mps.analog.tiles import analog_layers, drift_analog, program_analog, reset_programming
+from mps.analog.tiles import (analog_layers, drift_analog, program_analog, reset_programming,
+                              set_drift_compensation)
 from mps.training import evaluate_accuracy, iterate_batches
 
 
@@ -46,6 +57,8 @@ class EvalSet:
     calib_batch_size: int = 128
     device: str = "cpu"
     engine: str = "fast"  # analog forward: "fast" | "aihwkit" (mps.analog.engine)
+    drift_compensation: str = "global"  # mps.analog.tiles.drift_compensations()
+    bn_reestimation_batches: int = 0  # BN statistics re-estimated after drift at each time (0 = off)
 
 
 @torch.no_grad()
@@ -71,6 +84,21 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batches: int, batch
         bn.eval()
 
 
+def batchnorm_statistics(model: nn.Module) -> list[tuple[torch.Tensor, ...]]:
+    """A copy of every BN layer's running statistics (for :func:`restore_batchnorm`)."""
+    return [(m.running_mean.clone(), m.running_var.clone(), m.num_batches_tracked.clone())
+            for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+
+
+@torch.no_grad()
+def restore_batchnorm(model: nn.Module, statistics: list[tuple[torch.Tensor, ...]]) -> None:
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.running_mean is not None]
+    for bn, (mean, var, count) in zip(bns, statistics):
+        bn.running_mean.copy_(mean)
+        bn.running_var.copy_(var)
+        bn.num_batches_tracked.copy_(count)
+
+
 def has_analog(model: nn.Module) -> bool:
     return next(analog_layers(model), None) is not None
 
@@ -93,6 +121,8 @@ def drift_accuracy_grid(model: nn.Module, data: EvalSet, drift_times: Sequence[f
             acc = evaluate_accuracy(model, data.x, data.y, data.batch_size, data.device)
             out[:] = acc
             return out
+        set_drift_compensation(model, data.drift_compensation)
+        statistics = batchnorm_statistics(model)
         try:
             for r in range(repeats):
                 torch.manual_seed(seed + r)
@@ -100,9 +130,14 @@ def drift_accuracy_grid(model: nn.Module, data: EvalSet, drift_times: Sequence[f
                 program_analog(model)
                 for j, t in enumerate(drift_times):
                     drift_analog(model, t)
+                    if data.bn_reestimation_batches > 0:
+                        recalibrate_batchnorm(model, data.calib_x, data.bn_reestimation_batches,
+                                              data.calib_batch_size, data.device)
                     out[r, j] = evaluate_accuracy(model, data.x, data.y, data.batch_size, data.device)
+                    restore_batchnorm(model, statistics)
         finally:
             reset_programming(model)
+            restore_batchnorm(model, statistics)
     return out
 
 

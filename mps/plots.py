@@ -159,15 +159,16 @@ def best_per_method(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def drift_stats(rows: pd.DataFrame) -> pd.DataFrame:
-    """Mean and std (over repeats, ddof=0 as in results.csv) of accuracy per drift time."""
+    """Mean, std (over repeats, ddof=0 as in results.csv), worst and best seed of accuracy per drift time."""
     grouped = rows.groupby("drift_time")["accuracy"]
-    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.agg(lambda s: float(np.std(s.to_numpy(float))))}
-                        ).sort_index()
+    return pd.DataFrame({"mean": grouped.mean(), "std": grouped.agg(lambda s: float(np.std(s.to_numpy(float)))),
+                         "worst": grouped.min(), "best": grouped.max()}).sort_index()
 
 
 def drift_plot(drift: pd.DataFrame, results: pd.DataFrame, path: str | Path, reference_time: float) -> Path:
     """Accuracy against drift time (log axis) for each method's best mapping at the reference
-    time; error bars are the standard deviation over noise repeats."""
+    time; error bars are the standard deviation over noise repeats, the shaded band runs from the
+    worst to the best programming seed (a collapsed seed shows as a band reaching down)."""
     best = best_per_method(results)
     fig, ax = plt.subplots(figsize=(7.5, 5.0))
     times = sorted(float(t) for t in drift["drift_time"].unique())
@@ -179,6 +180,8 @@ def drift_plot(drift: pd.DataFrame, results: pd.DataFrame, path: str | Path, ref
         ax.errorbar(stats.index.to_numpy(float), stats["mean"].to_numpy(float), yerr=std, capsize=3,
                     marker=method_marker(method), color=method_colour(method),
                     linestyle="--" if method == "fp32" else "-", label=f"{method} ({row['Mapping']})")
+        ax.fill_between(stats.index.to_numpy(float), stats["worst"].to_numpy(float), stats["best"].to_numpy(float),
+                        color=method_colour(method), alpha=0.12, linewidth=0)
     ax.set_xscale("log")
     ax.set_xticks(times)
     ax.set_xticklabels([drift_label(t) for t in times])
@@ -186,7 +189,7 @@ def drift_plot(drift: pd.DataFrame, results: pd.DataFrame, path: str | Path, ref
     ax.axvline(reference_time, color="#bbbbbb", linestyle=":", linewidth=1)
     ax.set_xlabel("time after programming (log scale)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title("Accuracy under PCM drift (best mapping per method)")
+    ax.set_title("Accuracy under PCM drift (best mapping per method; band: worst to best seed)")
     ax.grid(True, alpha=0.3)
     ax.legend(loc="best", fontsize=8)
     return _save(fig, path)

@@ -115,3 +115,36 @@ def sync_gradient_scaling(model: nn.Module) -> None:
             scales = tile.get_scales() if hasattr(tile, "_backward_hook_handle") else None
             if scales is not None:
                 tile.set_scales(scales)
+
+
+def drift_compensations() -> dict[str, object]:
+    """aihwkit's drift-compensation methods by the name ``evaluate.drift_compensation`` uses.
+
+    What a chip needs for each (aihwkit ``aihwkit/inference/compensation/drift.py``):
+    ``global`` (``GlobalDriftCompensation``): one reference read-out of the tile's outputs for
+    a fixed all-ones-like input right after programming and again at each drift time, one scalar
+    per tile rescaling every output (Le Gallo et al., Nat. Electron. 2023; the default of
+    aihwkit's inference presets); ``global_exact`` (``GlobalDriftCompensationWithExactReference``):
+    the same scalar, but the reference is the read-out of the *unprogrammed* target weights, so
+    the programming error is compensated on average too (needs the target read-out stored off
+    chip); ``per_column`` (``PerColumnDriftCompensation``): one factor per output column from
+    one-hot read-outs of every input line (in_size reads per compensation, one digital scale per
+    ADC); ``none``: the drifted conductances as they are."""
+    from aihwkit.inference.compensation.drift import (GlobalDriftCompensation,
+                                                      GlobalDriftCompensationWithExactReference,
+                                                      PerColumnDriftCompensation)
+
+    return {"global": GlobalDriftCompensation, "global_exact": GlobalDriftCompensationWithExactReference,
+            "per_column": PerColumnDriftCompensation, "none": None}
+
+
+def set_drift_compensation(model: nn.Module, method: str) -> None:
+    """Every analog tile of ``model`` compensates drift with ``method`` (a key of
+    :func:`drift_compensations`) from its next programming on."""
+    methods = drift_compensations()
+    if method not in methods:
+        raise ValueError(f"unknown drift compensation {method!r}; fix: use one of {', '.join(methods)}")
+    cls = methods[method]
+    for layer in analog_layers(model):
+        for tile in layer.analog_tiles():
+            tile.rpu_config.drift_compensation = cls() if cls is not None else None

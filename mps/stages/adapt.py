@@ -36,7 +36,8 @@ from mps.config import AdaptConfig, Params
 from mps.evaluation import accuracy_at, drift_accuracy_grid
 from mps.noise_schedule import normalised_sensitivity, ramp_fraction, ramp_step_at
 from mps.runtime import progress, resolve_device, seed_everything
-from mps.stages.common import Splits, calibrate_input_ranges, eval_set, hardware_profile, load_splits
+from mps.stages.common import (Splits, calibrate_input_ranges, eval_set, evaluation_options, hardware_profile,
+                               load_splits)
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import Supernet, convert_to_supernet, extract, realize, save_supernet
 from mps.supernet.adapted import WIDE
@@ -218,7 +219,7 @@ def evidence(supernet: Supernet, pretrained_path: Path, splits: Splits, params: 
     """
     cfg = params.adapt
     data = eval_set(splits, "test", cfg.evidence_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
-                    device=params.device, engine=params.analog_engine)
+                    device=params.device, **evaluation_options(params))
     times = [float(t) for t in cfg.evidence_drift_times]
     fp32_model, ckpt = load_pretrained(pretrained_path)
     shape = tuple(ckpt["image_shape"])

@@ -40,7 +40,7 @@ from mps.cost_model import parse_hardware_profile
 from mps.evaluation import EvalSet, drift_accuracy_grid
 from mps.noise_schedule import layer_schedule
 from mps.runtime import progress, seed_everything
-from mps.stages.common import Splits, eval_set, load_supernet_inputs
+from mps.stages.common import Splits, eval_set, evaluation_options, load_supernet_inputs
 from mps.supernet import Supernet, extract
 from mps.tracking import Tracker
 from mps.units import drift_label, drift_title
@@ -142,7 +142,7 @@ def calibration_set(params: Params, splits: Splits) -> EvalSet:
     cfg = params.calibrate
     return eval_set(splits, "val", cfg.val_examples, params.seed, cfg.batch_size,
                     calib_batches=cfg.bn_recalibration_batches, device=params.device,
-                    engine=params.analog_engine)
+                    **evaluation_options(params))
 
 
 def layer_grid(supernet: Supernet, reference_mapping: dict[str, str], layer: str | None, data: EvalSet,

@@ -39,14 +39,25 @@ def _head(x: torch.Tensor, y: torch.Tensor, limit: int | None, seed: int) -> tup
 
 
 def eval_set(splits: Splits, split: str, limit: int | None, seed: int, batch_size: int = 512,
-             calib_batches: int = 8, device: str = "auto", engine: str = "fast") -> EvalSet:
-    """Scoring examples from ``split`` plus training examples for BN recalibration; ``engine``:
-    the analog engine (``params.analog_engine``)."""
+             calib_batches: int = 8, device: str = "auto", engine: str = "fast", drift_compensation: str = "global",
+             bn_reestimation_batches: int = 0) -> EvalSet:
+    """Scoring examples from ``split`` plus training examples for BN recalibration (and its
+    re-estimation after drift); ``engine``: the analog engine (``params.analog_engine``); the
+    last two: the chip's behaviour over time (:func:`evaluation_options`)."""
     x, y = _head(*getattr(splits, split), limit, seed)
     calib_x = splits.train[0][torch.randperm(len(splits.train[0]), generator=torch.Generator().manual_seed(seed + 1))
-                              [: calib_batches * 128]]
+                              [: max(calib_batches, bn_reestimation_batches) * 128]]
     return EvalSet(x, y, calib_x=calib_x, batch_size=batch_size, calib_batches=calib_batches, calib_batch_size=128,
-                   device=str(resolve_device(device)), engine=engine)
+                   device=str(resolve_device(device)), engine=engine, drift_compensation=drift_compensation,
+                   bn_reestimation_batches=bn_reestimation_batches)
+
+
+def evaluation_options(params: Params) -> dict:
+    """The analog engine and the chip's behaviour over time (``evaluate.drift_compensation``,
+    ``evaluate.bn_reestimation_batches``): the same for every stage's evaluations, so a mapping is
+    searched under the conditions it is judged under."""
+    return {"engine": params.analog_engine, "drift_compensation": params.evaluate.drift_compensation,
+            "bn_reestimation_batches": params.evaluate.bn_reestimation_batches}
 
 
 def calibrate_input_ranges(model, splits: Splits, params: Params):

@@ -52,7 +52,7 @@ from mps.config import Params
 from mps.cost_model import parse_hardware_profile
 from mps.evaluation import EvalSet
 from mps.runtime import progress
-from mps.stages.common import calibrate_input_ranges, eval_set, load_supernet_inputs
+from mps.stages.common import calibrate_input_ranges, eval_set, evaluation_options, load_supernet_inputs
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import MappingFile, check_layers, extract, load_mapping, realize
 from mps.supernet.mapping import allowed_for
@@ -362,7 +362,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
     costs_of = {c.name: supernet.costs(c.mapping.layers, profile) for c in candidates}
     data = eval_set(splits, "test", cfg.max_test_examples, params.seed, cfg.batch_size,
-                    calib_batches=cfg.bn_recalibration_batches, device=params.device, engine=params.analog_engine)
+                    calib_batches=cfg.bn_recalibration_batches, device=params.device, **evaluation_options(params))
 
     tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
                         "mappings": len(candidates), "test_examples": len(data.x),

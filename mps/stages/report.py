@@ -179,6 +179,22 @@ def drift_table(drift: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["Method", "Mapping", *[drift_label(t) for t in times]])
 
 
+def spread_columns(drift: pd.DataFrame, results: pd.DataFrame, reference_time: float) -> pd.DataFrame:
+    """Per mapping (results order): the worst programming seed at the reference time, and mean±std
+    with the worst seed at the last drift time (1 year by default), so a collapsed seed shows
+    beside the mean that would hide it."""
+    last = max(float(t) for t in drift["drift_time"].unique())
+    rows = []
+    for _, r in results.iterrows():
+        stats = plots.drift_stats(drift[drift["mapping"] == r["Mapping"]])
+        ref = stats.loc[reference_time] if reference_time in stats.index else None
+        end = stats.loc[last] if last in stats.index else None
+        rows.append({f"Worst seed ({drift_label(reference_time)})": f"{ref['worst']:.2f}" if ref is not None else "",
+                     f"Accuracy_percent ({drift_label(last)})": f"{end['mean']:.2f}±{end['std']:.2f}" if end is not None else "",
+                     f"Worst seed ({drift_label(last)})": f"{end['worst']:.2f}" if end is not None else ""})
+    return pd.DataFrame(rows, index=results.index)
+
+
 def layer_macs(params: Params, layer_names: Sequence[str], infos: dict | None = None) -> dict[str, int]:
     """Each weight layer's MACs per sample, traced from the architecture on the data set's shape
     (or taken from ``infos``, such a traced table)."""
@@ -442,6 +458,9 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
     table = results[["Method", "Mapping", "Accuracy_percent", "Analog_MAC_Ratio_percent", "Digital_Size_MB",
                      "Analog_Tiles", "Analog_Tile_Util_percent", "Params_M", "Latency_ms", "Energy_uJ_per_sample"]]
     table = table.rename(columns={"Accuracy_percent": f"Accuracy_percent ({ref})"})
+    spread = spread_columns(drift, results, reference_time)
+    for i, column in enumerate(spread.columns):
+        table.insert(3 + i, column, spread[column])
     title = f"MPS report: {results['Model'].iloc[0]} on {params.data.dataset}, seed {params.seed}"
     constraint = (f"Constraint: at most {cfg.max_acc_drop:g} points below FP32 at {drift_title(reference_time)} "
                   f"of drift, maximising `{cfg.maximize}` (the FP32 reference itself excluded).")
@@ -455,8 +474,11 @@ def run(params: Params, evaluate_dir: Path, search_dir: Path, calibrate_dir: Pat
     sections: list[tuple[str, list[Block]]] = [
         ("Selected mapping", [("p", constraint), ("p", verdict)]),
         (f"Results at {drift_title(reference_time)} of drift",
-         [("p", f"Test accuracy as mean±std over {int(drift['repeat'].nunique())} PCM noise repeats; hardware "
-                "columns from the cost model (per sample)."), ("table", table)]),
+         [("p", f"Test accuracy as mean±std over {int(drift['repeat'].nunique())} PCM noise repeats (programming "
+                "seeds), with the worst seed beside it, at the reference time and at the last drift time; "
+                f"drift compensation: {params.evaluate.drift_compensation}; BatchNorm re-estimated after drift: "
+                f"{'on ' + str(params.evaluate.bn_reestimation_batches) + ' batches' if params.evaluate.bn_reestimation_batches else 'no'}; "
+                "hardware columns from the cost model (per sample)."), ("table", table)]),
         ("Methods", [("p", "Hypervolume: normalised, same bounds and reference point for every method "
                            "(accuracy, analog MAC ratio, digital memory). The search value is the method's own "
                            "validation estimate from search.json; the test value uses the results above."),

@@ -58,7 +58,7 @@ from mps.search.mps_search import mps_search
 from mps.search.odimo import odimo_search
 from mps.search.objectives import Evaluation, ObjectiveEvaluator, cost_objectives
 from mps.search.result import SearchResult
-from mps.stages.common import calibrate_input_ranges, eval_set, load_supernet_inputs
+from mps.stages.common import calibrate_input_ranges, eval_set, evaluation_options, load_supernet_inputs
 from mps.data import black_fill
 from mps.hwa import finetune
 from mps.supernet import MappingFile, check_layers, realize
@@ -339,7 +339,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         key_inputs.append(sensitivity_path)
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
     data = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
-                    device=params.device, engine=params.analog_engine)
+                    device=params.device, **evaluation_options(params))
     fp32_size = supernet.costs(fp32_mapping(supernet), profile).digital_size_mb
     shape = tuple(pre_ckpt["image_shape"])
 

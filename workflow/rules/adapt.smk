@@ -7,7 +7,8 @@ rule adapt:
         metrics=run_dir("adapt") + "/metrics.json",
         evidence=run_dir("adapt") + "/evidence.json",
     params:
-        digest=section_digest("seed", "space", "adapt", "hardware_profile", "device"),
+        digest=section_digest("seed", "space", "adapt", "hardware_profile", "device", "analog_engine",
+                              "range_calibration_batches", "evaluate.drift_compensation", "evaluate.bn_reestimation_batches"),
         out=run_dir("adapt"),
     log:
         OUT + "/logs/adapt/{dataset}-{model}-s{seed}.log",

@@ -7,7 +7,7 @@ rule calibrate:
         schedule=run_dir("calibrate") + "/noise_schedule.json",
         plot=run_dir("calibrate") + "/sensitivity.png",
     params:
-        digest=section_digest("seed", "calibrate", "adapt", "device"),
+        digest=section_digest("seed", "calibrate", "adapt", "device", "analog_engine", "evaluate.drift_compensation", "evaluate.bn_reestimation_batches"),
         out=run_dir("calibrate"),
     log:
         OUT + "/logs/calibrate/{dataset}-{model}-s{seed}.log",

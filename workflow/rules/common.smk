@@ -49,9 +49,17 @@ def run_dir(stage):
     return OUT + "/{dataset}/{model}/s{seed}/" + stage
 
 
+def _param(key):
+    """A params value by its dotted key (``evaluate.drift_compensation``), None when absent."""
+    value = config
+    for part in key.split("."):
+        value = value.get(part) if isinstance(value, dict) else None
+    return value
+
+
 def section_digest(*keys):
-    """Changes when any named params section changes, so Snakemake reruns the rule."""
-    blob = json.dumps({k: config.get(k) for k in keys}, sort_keys=True, default=str)
+    """Changes when any named params section (or dotted key) changes, so Snakemake reruns the rule."""
+    blob = json.dumps({k: _param(k) for k in keys}, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 

@@ -10,7 +10,7 @@ rule evaluate:
         metrics=run_dir("evaluate") + "/metrics.json",
         methods=run_dir("evaluate") + "/methods.json",
     params:
-        digest=section_digest("seed", "evaluate", "device"),
+        digest=section_digest("seed", "evaluate", "device", "analog_engine", "range_calibration_batches"),
         out=run_dir("evaluate"),
     log:
         OUT + "/logs/evaluate/{dataset}-{model}-s{seed}.log",

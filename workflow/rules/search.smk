@@ -10,7 +10,8 @@ rule search:
         summary=run_dir("search") + "/search.json",
         metrics=run_dir("search") + "/metrics.json",
     params:
-        digest=section_digest("seed", "search", "device"),
+        digest=section_digest("seed", "search", "device", "analog_engine", "range_calibration_batches",
+                              "evaluate.drift_compensation", "evaluate.bn_reestimation_batches"),
         out=run_dir("search"),
     log:
         OUT + "/logs/search/{dataset}-{model}-s{seed}.log",
