@@ -202,12 +202,6 @@ class CalibrateConfig(_Section):
     batch_size: int = Field(default=512, gt=0)
     # training batches (of 128) that re-estimate a sub-network's BatchNorm statistics before it is scored
     bn_recalibration_batches: int = Field(default=8, ge=0)
-    # what a deployed chip does over time, for every method alike and in every stage's evaluations
-    # (search, calibrate, adapt evidence, evaluate; mps/evaluation.py): aihwkit's drift compensation
-    # by name (mps/analog/tiles.py says what a chip needs for each), and BatchNorm statistics
-    # re-estimated after drift at each time on this many unlabelled training batches (0 = off)
-    drift_compensation: Literal["global", "global_exact", "per_column", "none"] = "global"
-    bn_reestimation_batches: int = Field(default=0, ge=0, le=64)
 
     @field_validator("drift_times")
     @classmethod
@@ -225,6 +219,12 @@ class EvaluateConfig(_Section):
     max_test_examples: int | None = Field(default=None, gt=0)
     # training batches (of 128) that re-estimate a sub-network's BatchNorm statistics before it is scored
     bn_recalibration_batches: int = Field(default=8, ge=0)
+    # what a deployed chip does over time, for every method alike and in every stage's evaluations
+    # (search, calibrate, adapt evidence, evaluate; mps/evaluation.py): aihwkit's drift compensation
+    # by name (mps/analog/tiles.py says what a chip needs for each), and BatchNorm statistics
+    # re-estimated after drift at each time on this many unlabelled training batches (0 = off)
+    drift_compensation: Literal["global", "global_exact", "per_column", "none"] = "global"
+    bn_reestimation_batches: int = Field(default=0, ge=0, le=64)
 
     @model_validator(mode="before")
     @classmethod

@@ -90,7 +90,8 @@ def test_report_contains_every_plot_and_the_table(tiny_run, tmp_path):
     for name in ("pareto.png", "drift.png", "layers.png"):
         assert f"]({name})" in md
     results = pd.read_csv(tiny_run["evaluate"] / "results.csv")
-    assert "| Method | Mapping | Accuracy_percent (1d) | Analog_MAC_Ratio_percent |" in md
+    assert ("| Method | Mapping | Accuracy_percent (1d) | Worst seed (1d) | Accuracy_percent (1y) | Worst seed (1y) "
+            "| Analog_MAC_Ratio_percent |") in md
     for _, row in results.iterrows():
         assert f"| {row['Method']} | {row['Mapping']} | {row['Accuracy_percent']} |" in md
     # energy and latency of each method's best mapping under every shipped profile, both analog energy models
