@@ -23,6 +23,20 @@ os.environ.setdefault("MPS_NO_PROGRESS", "1")
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 
 
+def assert_same_output_distribution(a, b) -> None:
+    """Samples (seeds x outputs) of two engines: per output, mean and std agree within their
+    standard errors (|z| < 2 for >= 90 % of outputs, 95 % expected, and no output beyond
+    |z| = 6.5: with ~10^4 outputs of ~24 ADC-quantised samples the largest |z| of equal
+    distributions reaches 5.3, because an output with few distinct levels has a noisy variance)."""
+    a, b = a.double(), b.double()
+    n = a.shape[0]
+    z_mean = (a.mean(0) - b.mean(0)) / (a.var(0) / n + b.var(0) / n + 1e-30).sqrt()
+    z_std = (a.std(0) - b.std(0)) / (a.var(0) / (2 * (n - 1)) + b.var(0) / (2 * (n - 1)) + 1e-30).sqrt()
+    for z in (z_mean, z_std):
+        assert (z.abs() < 2).double().mean().item() >= 0.90
+        assert z.abs().max().item() < 6.5
+
+
 def tiny_params(**overrides):
     from mps.config import load_params
 
