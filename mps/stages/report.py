@@ -181,17 +181,19 @@ def drift_table(drift: pd.DataFrame, results: pd.DataFrame) -> pd.DataFrame:
 
 def spread_columns(drift: pd.DataFrame, results: pd.DataFrame, reference_time: float) -> pd.DataFrame:
     """Per mapping (results order): the worst programming seed at the reference time, and mean±std
-    with the worst seed at the last drift time (1 year by default), so a collapsed seed shows
-    beside the mean that would hide it."""
+    with the worst seed at the last drift time (1 year by default; not repeated when it is the
+    reference time), so a collapsed seed shows beside the mean that would hide it."""
     last = max(float(t) for t in drift["drift_time"].unique())
     rows = []
     for _, r in results.iterrows():
         stats = plots.drift_stats(drift[drift["mapping"] == r["Mapping"]])
         ref = stats.loc[reference_time] if reference_time in stats.index else None
         end = stats.loc[last] if last in stats.index else None
-        rows.append({f"Worst seed ({drift_label(reference_time)})": f"{ref['worst']:.2f}" if ref is not None else "",
-                     f"Accuracy_percent ({drift_label(last)})": f"{end['mean']:.2f}±{end['std']:.2f}" if end is not None else "",
-                     f"Worst seed ({drift_label(last)})": f"{end['worst']:.2f}" if end is not None else ""})
+        row = {f"Worst seed ({drift_label(reference_time)})": f"{ref['worst']:.2f}" if ref is not None else ""}
+        if last != reference_time:
+            row[f"Accuracy_percent ({drift_label(last)})"] = f"{end['mean']:.2f}±{end['std']:.2f}" if end is not None else ""
+            row[f"Worst seed ({drift_label(last)})"] = f"{end['worst']:.2f}" if end is not None else ""
+        rows.append(row)
     return pd.DataFrame(rows, index=results.index)
 
 
