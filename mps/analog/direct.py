@@ -313,26 +313,14 @@ def _tile_conv2d(tile: TorchInferenceTile, x: Tensor, start: int, stop: int, lay
     if scaling or io.out_scale != 1.0:
         out = out * (io.out_scale / scale)
 
-    # post_forward: input range x mapping scales; InferenceTileWithPeriphery: drift compensation
-    post = ir.view(1, 1, 1, 1)
-    if tile.mapping_scales is not None:
-        post = post * tile.get_mapping_scales().view(1, -1, 1, 1)
-    out = out * post
-    if not training and getattr(cfg, "drift_compensation", None) is not None:
-        out = out * _per_channel(tile.alpha)
-    if tile.out_scaling_alpha is not None:
-        out = out * tile.out_scaling_alpha.view(1, -1, 1, 1)
-    if tile.digital_bias and getattr(tile, "bias", None) is not None:
-        out = out + tile.bias.view(1, -1, 1, 1)
-    return out
+    return _periphery(tile, out, training, inplace=False)
 
 
 def _eval_tile(tile: TorchInferenceTile, xs: Tensor, w4: Tensor, bound: float, scale: float, scaling: bool,
                geom: dict) -> Tensor:
     """:func:`_tile_conv2d` without autograd (eval mode): the same float operations in the same
     order, in place on two buffers (the DAC input, the output) instead of a temporary per step."""
-    cfg = tile.rpu_config
-    io = cfg.forward
+    io = tile.rpu_config.forward
     q = torch.clamp(xs, min=-bound, max=bound).div_(tile.input_range.view(1, 1, 1, 1))
     if scaling:
         q.mul_(scale)
@@ -349,16 +337,24 @@ def _eval_tile(tile: TorchInferenceTile, xs: Tensor, w4: Tensor, bound: float, s
     out.clamp_(-out_bound, out_bound)
     if scaling or io.out_scale != 1.0:
         out.mul_(io.out_scale / scale)
+    return _periphery(tile, out, training=False, inplace=True)
+
+
+def _periphery(tile: TorchInferenceTile, out: Tensor, training: bool, inplace: bool) -> Tensor:
+    """After the MVM, in aihwkit's order: ``post_forward`` (input range x mapping scales),
+    ``InferenceTileWithPeriphery``'s drift compensation (eval mode only), ``apply_out_scaling``
+    and the digital bias.  ``inplace`` (no autograd) overwrites ``out``; the values are the same."""
+    mul = Tensor.mul_ if inplace else Tensor.mul
     post = tile.input_range.view(1, 1, 1, 1)
     if tile.mapping_scales is not None:
         post = post * tile.get_mapping_scales().view(1, -1, 1, 1)
-    out.mul_(post)
-    if getattr(cfg, "drift_compensation", None) is not None:
-        out.mul_(_per_channel(tile.alpha))
+    out = mul(out, post)
+    if not training and getattr(tile.rpu_config, "drift_compensation", None) is not None:
+        out = mul(out, _per_channel(tile.alpha))
     if tile.out_scaling_alpha is not None:
-        out.mul_(tile.out_scaling_alpha.view(1, -1, 1, 1))
+        out = mul(out, tile.out_scaling_alpha.view(1, -1, 1, 1))
     if tile.digital_bias and getattr(tile, "bias", None) is not None:
-        out.add_(tile.bias.view(1, -1, 1, 1))
+        out = (Tensor.add_ if inplace else Tensor.add)(out, tile.bias.view(1, -1, 1, 1))
     return out
 
 

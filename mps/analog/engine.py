@@ -50,9 +50,10 @@ def analog_forward(layer: nn.Module, x: Tensor) -> Tensor:
     """Forward of one ``AnalogConv2d``/``AnalogLinear`` by the current engine."""
     if _ENGINE.get() == "aihwkit" or type(layer) not in (AnalogConv2d, AnalogLinear):
         return layer(x)
-    if type(layer) is AnalogConv2d and direct.has_static_ranges(layer):
+    static = direct.has_static_ranges(layer)
+    if static and type(layer) is AnalogConv2d:
         return direct.conv2d_forward(layer, x)
-    if layer.training or (torch.is_grad_enabled() and x.requires_grad) or direct.has_static_ranges(layer):
+    if static or layer.training or (torch.is_grad_enabled() and x.requires_grad):
         return layer(x)  # training with dynamic scaling, and static-range linear layers: aihwkit's path
     with torch.no_grad():
         if type(layer) is AnalogConv2d:
