@@ -10,6 +10,7 @@ seeds/threads, opens the stage's MLflow run, and turns SIGTERM into a clean inte
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -306,6 +307,26 @@ def _costs(argv: list[str]) -> int:
     return ExitOK
 
 
+def _estimate(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog="mps estimate", description="Expected wall seconds per stage of a run of these params on this machine "
+        "(work counted from the params x one FP32 training step measured here); JSON on stdout.")
+    parser.add_argument("--params", default="params.yaml", help="params file")
+    args = parser.parse_args(argv)
+    from mps.config import load_params
+    from mps.runtime import set_threads
+    from mps.stage_time import estimate_seconds
+
+    try:
+        params = load_params(args.params)
+    except ConfigError as exc:
+        print(f"mps estimate: error: {exc}", file=sys.stderr)
+        return ExitConfig
+    set_threads(params.threads)
+    print(json.dumps({stage: round(seconds, 1) for stage, seconds in estimate_seconds(params).items()}))
+    return ExitOK
+
+
 def _pipeline(argv: list[str]) -> int:
     from mps.tracking import pipeline_main
 
@@ -318,6 +339,7 @@ TOOLS: dict[str, tuple[str, Callable[[list[str]], int]]] = {
     "compare": ("tabulate MLflow runs across pipeline runs (models, seeds, methods)", _compare),
     "costs": ("re-cost mapping files under other hardware profiles (CSV), no model run", _costs),
     "pipeline": ("open/close a pipeline's MLflow parent run (a workflow engine's start/end hooks)", _pipeline),
+    "estimate": ("expected seconds per stage of these params on this machine (the progress line's start)", _estimate),
 }
 
 

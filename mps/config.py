@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from pathlib import Path
 from typing import Any, Literal
 
@@ -144,15 +145,26 @@ class NoiseRampConfig(_Section):
     sensitivity_slowdown: float = Field(default=0.5, ge=0, le=1)
 
 
+def _removed_step_caps(data: Any, section: str, moves: dict[str, str]) -> Any:
+    """Budgets are epochs of the training split (fractions allowed), not capped step counts: an
+    old params file that still names a step cap stops here with the key that replaces it."""
+    if isinstance(data, dict):
+        for old, fix in moves.items():
+            if old in data:
+                raise ValueError(f"{section}.{old} was removed: training budgets are epochs of the training split "
+                                 f"(fractions allowed, e.g. 0.25 = a quarter of a pass); fix: {fix}")
+    return data
+
+
 class AdaptConfig(_Section):
-    fairness_epochs: int = Field(default=1, ge=0)
-    noise_epochs: int = Field(default=2, ge=0)
+    # budgets in epochs of the training split (fractions allowed); both phases step the same way
+    fairness_epochs: float = Field(default=1.0, ge=0)
+    noise_epochs: float = Field(default=2.0, ge=0)
     batch_size: int = Field(default=128, gt=0)
     lr: float = Field(default=0.002, gt=0)
     momentum: float = Field(default=0.9, ge=0, lt=1)
     weight_decay: float = Field(default=1e-4, ge=0)
     bn_recalibration_batches: int = Field(default=8, ge=0)
-    max_steps_per_epoch: int | None = Field(default=None, gt=0)
     # also train the layers every path shares (BatchNorm affine, embeddings); off = only the
     # operators' own weights adapt, which keeps paths from pulling shared layers apart
     train_shared: bool = False
@@ -184,6 +196,13 @@ class AdaptConfig(_Section):
     @classmethod
     def _positive_times(cls, v: list[float]) -> list[float]:
         return list(dict.fromkeys(_check_drift_times_in_order(v)))
+
+    @model_validator(mode="before")
+    @classmethod
+    def _step_cap_removed(cls, data: Any) -> Any:
+        return _removed_step_caps(data, "adapt", {
+            "max_steps_per_epoch": "delete it and give fairness_epochs / noise_epochs as fractions "
+                                   "(40 steps of a 429-step epoch = 0.093)"})
 
     @model_validator(mode="after")
     def _some_training(self) -> "AdaptConfig":
@@ -279,8 +298,13 @@ class LionheartConfig(_Section):
 
     # accuracy points a run may lose against its digital start; one run (one mapping) per value
     thresholds: list[float] = Field(default_factory=lambda: [0.5, 1.0, 2.0, 4.0], min_length=1)
-    # hardware-aware retraining steps after each candidate layer; null = one epoch (LionHEART's default)
-    steps: int | None = Field(default=None, gt=0)
+    # retraining after each candidate layer, in rounds of this many epochs (LH.py num_steps = -1:
+    # one epoch), each followed by an evaluation; rounds go on while the score improves (LH.py's
+    # patience rule: stop once the last `patience` rounds all score below the best), at most
+    # `max_rounds` (null = no cap, as LH.py); the best round's network is kept
+    epochs_per_round: float = Field(default=1.0, gt=0)
+    patience: int = Field(default=1, gt=0)
+    max_rounds: int | None = Field(default=None, gt=0)
     # programming-noise repeats per evaluation at search.drift_time (LionHEART: 10)
     repeats: int = Field(default=10, gt=0)
     # candidate order: MACs (largest first, LH.py) or analog tile utilisation (highest first)
@@ -288,30 +312,61 @@ class LionheartConfig(_Section):
     # operator of the layers still digital: fp32 (LionHEART's float network) or int8 (the chip's digital unit)
     digital: Literal["fp32", "int8"] = "fp32"
 
+    @model_validator(mode="before")
+    @classmethod
+    def _step_cap_removed(cls, data: Any) -> Any:
+        return _removed_step_caps(data, "search.lionheart", {
+            "steps": "delete it and set epochs_per_round (1 = LionHEART's epoch) and max_rounds"})
+
     @field_validator("thresholds")
     @classmethod
     def _thresholds(cls, v: list[float]) -> list[float]:
         return _sweep_values(v, "thresholds", "[0.5, 1, 2, 4]")
 
 
+# ODiMo's ResNet20/CIFAR-10 search (image_classification/cifar10/run_ic_fulltest.sh): 200 epochs,
+# temperature 1 annealed by exp(-0.045) per epoch (search_r20.py, anneal_temperature)
+ODIMO_FINAL_TEMPERATURE = math.exp(-0.045 * 200)
+
+
 class OdimoConfig(_Section):
     """ODiMo-style differentiable search (mps.search.odimo): one search + fine-tuning per lambda."""
 
-    # weights of the expected cost (normalised to the costliest mapping) in the loss; one mapping each
-    lambdas: list[float] = Field(default_factory=lambda: [0.0, 0.3, 1.0, 3.0], min_length=1)
-    steps: int = Field(default=60, gt=0)  # joint weight + alpha steps of each search
+    # weights of the expected cost (normalised to the costliest mapping) in the loss; one mapping
+    # each; 0 = accuracy only (the most accurate mapping), the largest should give the cheapest
+    lambdas: list[float] = Field(default_factory=lambda: [0.0, 0.1, 0.3, 1.0, 3.0, 10.0, 30.0], min_length=1)
+    search_epochs: float = Field(default=1.0, gt=0)  # joint weight + alpha training of each search
     cost: Literal["energy", "latency"] = "energy"
-    # HWA fine-tuning steps of each argmax mapping; null = the adaptation's step count (as analog_hwa)
-    finetune_steps: int | None = Field(default=None, gt=0)
+    # HWA fine-tuning of each argmax mapping, in epochs; null = the adaptation's budget (as analog_hwa)
+    finetune_epochs: float | None = Field(default=None, gt=0)
     weight_lr: float = Field(default=1e-3, gt=0)  # ODiMo: weights SGD lr 1e-3
     alpha_lr: float = Field(default=1e-3, gt=0)   # ODiMo: alphas Adam lr 1e-3
+    # the softmax temperature anneals geometrically per step from initial to final over each
+    # search, whatever its length: the final value is where ODiMo's 200 epochs of exp(-0.045) end
     initial_temperature: float = Field(default=1.0, gt=0)
-    temperature_decay: float = Field(default=0.045, ge=0)  # T *= exp(-decay) per epoch (ODiMo)
+    final_temperature: float = Field(default=ODIMO_FINAL_TEMPERATURE, gt=0)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _step_cap_removed(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "temperature_decay" in data:
+            raise ValueError("search.odimo.temperature_decay was removed: the temperature anneals per step from "
+                             "initial_temperature to final_temperature; fix: delete it (the default final "
+                             "temperature is where ODiMo's 200 epochs of exp(-0.045) end)")
+        return _removed_step_caps(data, "search.odimo", {
+            "steps": "delete it and set search_epochs", "finetune_steps": "delete it and set finetune_epochs"})
 
     @field_validator("lambdas")
     @classmethod
     def _lambdas(cls, v: list[float]) -> list[float]:
-        return _sweep_values(v, "lambdas", "[0, 0.3, 1, 3]")
+        return _sweep_values(v, "lambdas", "[0, 0.1, 0.3, 1, 3, 10, 30]")
+
+    @model_validator(mode="after")
+    def _anneals_down(self) -> "OdimoConfig":
+        if self.final_temperature > self.initial_temperature:
+            raise ValueError(f"final_temperature {self.final_temperature} > initial_temperature "
+                             f"{self.initial_temperature}; fix: anneal down (final <= initial)")
+        return self
 
 
 class SearchConfig(_Section):
@@ -358,6 +413,9 @@ class SearchConfig(_Section):
 class ReportConfig(_Section):
     max_acc_drop: float = Field(default=1.0, ge=0, le=100)  # accuracy points
     maximize: Literal["analog_mac_ratio", "accuracy"] = "analog_mac_ratio"
+    # the second test hypervolume's accuracy axis: from FP32 minus this many points to FP32 (the
+    # useful range; the first one spans [0, 100] %, where usable mappings differ in the third decimal)
+    hypervolume_window: float = Field(default=5.0, gt=0, le=100)
     # mapping drawn in layers.png; None = the one meeting the constraint (else the most accurate at the reference time)
     layers_mapping: str | None = Field(default=None, min_length=1)
 

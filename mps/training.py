@@ -36,9 +36,24 @@ def iterate_batches(n: int, batch_size: int, generator: torch.Generator | None =
         yield order[start:start + batch_size]
 
 
-def steps_per_epoch(n: int, batch_size: int, max_steps: int | None = None) -> int:
-    steps = max(1, n // batch_size)
-    return min(steps, max_steps) if max_steps else steps
+def steps_per_epoch(n: int, batch_size: int) -> int:
+    """Optimizer steps of one pass over ``n`` examples (the last partial batch dropped)."""
+    return max(1, n // batch_size)
+
+
+def epoch_steps(epochs: float, n: int, batch_size: int) -> int:
+    """Optimizer steps of a budget given in epochs of the training split (fractions allowed:
+    0.25 = a quarter of a pass); at least one step for any budget above 0.  Every training
+    budget of the pipeline is given this way, so it means the same on any dataset size."""
+    if epochs <= 0:
+        return 0
+    return max(1, round(epochs * steps_per_epoch(n, batch_size)))
+
+
+def epoch_chunks(steps: int, per_epoch: int) -> list[int]:
+    """``steps`` cut into whole epochs and a last partial one: the units a stage checkpoints
+    and reseeds its shuffling by."""
+    return [per_epoch] * (steps // per_epoch) + ([steps % per_epoch] if steps % per_epoch else [])
 
 
 @torch.no_grad()
@@ -134,4 +149,5 @@ def adapt_steps(params, n_train: int) -> int:
     """Optimizer steps of the adaptation stage (both phases): the budget the full-analog HWA
     baseline gets too, so the two are compared at the same number of updates."""
     cfg = params.adapt
-    return (cfg.fairness_epochs + cfg.noise_epochs) * steps_per_epoch(n_train, cfg.batch_size, cfg.max_steps_per_epoch)
+    return (epoch_steps(cfg.fairness_epochs, n_train, cfg.batch_size)
+            + epoch_steps(cfg.noise_epochs, n_train, cfg.batch_size))

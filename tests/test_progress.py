@@ -1,4 +1,5 @@
-"""The per-stage progress lines of a Snakemake run (workflow/scripts/progress.py)."""
+"""The per-stage progress lines of a Snakemake run (workflow/scripts/progress.py) and the
+time estimate they start from (mps/stage_time.py, `mps estimate`)."""
 
 from __future__ import annotations
 
@@ -10,14 +11,20 @@ import time
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
-from progress import REFERENCE_SECONDS, Progress, _Job, reference_seconds  # noqa: E402
+from progress import Progress, _Job, estimate, expected_seconds  # noqa: E402
+
+from conftest import tiny_params  # noqa: E402
+from mps.config import parse_params  # noqa: E402
+from mps.stage_time import COST, estimate_seconds, measure_fp32_step, stage_work  # noqa: E402
+
+REFERENCE_SECONDS = {"pretrain": 200.0, "adapt": 90.0, "search": 80.0, "evaluate": 170.0, "report": 5.0}
 
 
 def test_lines_follow_the_jobs_files_and_the_estimate_scales(tmp_path):
     jobs = [_Job(rule, "fashion-mnist/resnet8/0", str(tmp_path / f"{rule}.log"), str(tmp_path / f"{rule}.tsv"))
             for rule in ("pretrain", "adapt", "report")]
     out = io.StringIO()
-    progress = Progress(jobs, out=out, interval=0.05)
+    progress = Progress(jobs, REFERENCE_SECONDS, out=out, interval=0.05)
     assert progress.line().startswith("[mps] 0/3 stages done in 0s; about ")
     full = progress.remaining_seconds()
     assert abs(full - sum(REFERENCE_SECONDS[r] for r in ("pretrain", "adapt", "report"))) < 1
@@ -48,10 +55,45 @@ def test_lines_follow_the_jobs_files_and_the_estimate_scales(tmp_path):
 
 def test_ablation_jobs_are_estimated_as_their_stage():
     """`snakemake ablation` runs adapt/search/evaluate per variant: each is expected to take
-    its stage's reference time, not the 10 s of a rule of no stage."""
-    assert reference_seconds("ablation_adapt") == REFERENCE_SECONDS["adapt"]
-    assert reference_seconds("ablation_evaluate") == REFERENCE_SECONDS["evaluate"]
-    assert reference_seconds("ablation_table") == 10.0
+    its stage's time, not the 10 s of a rule of no stage."""
+    assert expected_seconds("ablation_adapt", REFERENCE_SECONDS) == REFERENCE_SECONDS["adapt"]
+    assert expected_seconds("ablation_evaluate", REFERENCE_SECONDS) == REFERENCE_SECONDS["evaluate"]
+    assert expected_seconds("ablation_table", REFERENCE_SECONDS) == 10.0
     jobs = [_Job(rule, "x", None, None) for rule in ("ablation_adapt", "ablation_search")]
-    total = Progress(jobs, out=io.StringIO()).remaining_seconds()
+    total = Progress(jobs, REFERENCE_SECONDS, out=io.StringIO()).remaining_seconds()
     assert abs(total - REFERENCE_SECONDS["adapt"] - REFERENCE_SECONDS["search"]) < 1
+    # without an estimate the line counts stages and promises no time
+    assert "left" not in Progress(jobs, {}, out=io.StringIO()).line()
+
+
+def test_stage_work_follows_this_runs_budgets():
+    """The estimate is counted from the run's own params, so a user who doubles a budget is told so."""
+    base = parse_params({})
+    work = stage_work(base, analog_layers=10)
+    more = stage_work(parse_params({"adapt": {"fairness_epochs": 2 * base.adapt.fairness_epochs,
+                                              "noise_epochs": 2 * base.adapt.noise_epochs}}), 10)
+    assert 1.5 < (more["adapt"] - 40) / (work["adapt"] - 40) < 2.5
+    assert more["search"] > work["search"]  # the HWA baseline gets the adaptation's budget
+    rep = stage_work(parse_params({"evaluate": {"repeats": 2 * base.evaluate.repeats}}), 10)
+    assert abs((rep["evaluate"] - 40) / (work["evaluate"] - 40) - 2) < 1e-9
+    lh = stage_work(parse_params({"search": {"lionheart": {"max_rounds": 3}}}), 10)
+    assert lh["search"] > work["search"]  # uncapped counts LH.py's least, 2 rounds
+    pre = stage_work(parse_params({"pretrain": {"epochs": 20}}), 10)
+    assert pre["pretrain"] > work["pretrain"] and pre["adapt"] == work["adapt"]
+    # a full-size pretrain epoch of Fashion-MNIST at batch 128: 429 FP32 steps
+    assert abs(stage_work(parse_params({"pretrain": {"epochs": 1, "batch_size": 128}}), 10)["pretrain"] - 40 - 429) < 1
+    assert set(COST) >= {"fp32_step", "hwa_step", "analog_image"}
+
+
+def test_estimate_is_work_times_the_measured_step(tmp_path):
+    params = tiny_params()
+    step = measure_fp32_step(params, steps=1)
+    assert 0 < step < 10
+    seconds = estimate_seconds(params, fp32_step=0.5, analog_layers=10)
+    assert seconds == {k: 0.5 * v for k, v in stage_work(params, 10).items()}
+    # the CLI the Snakefile calls at the start of a run, and what the progress line reads from it
+    path = tmp_path / "params.yaml"
+    path.write_text((REPO / "config" / "params-tiny.yaml").read_text())
+    got = estimate(f"{sys.executable} -m mps.cli", str(path))
+    assert set(got) >= {"pretrain", "adapt", "calibrate", "search", "evaluate"} and all(v > 0 for v in got.values())
+    assert estimate(f"{sys.executable} -m mps.cli", str(tmp_path / "missing.yaml")) == {}

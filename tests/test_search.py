@@ -260,8 +260,8 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
     params = tiny_params(**{"search.budget": budget, "search.val_examples": VAL, "search.alpha_steps": 10,
                             "search.extraction_samples": 64, "search.pareto_size": 3,
                             "search.bn_recalibration_batches": 0, "search.lionheart.thresholds": [4.0],
-                            "search.odimo.lambdas": [0.0, 100.0], "search.odimo.steps": 2,
-                            "search.odimo.finetune_steps": 1})
+                            "search.odimo.lambdas": [0.0, 100.0], "search.odimo.search_epochs": 0.2,
+                            "search.odimo.finetune_epochs": 0.1})
     supernet, _ = load_supernet(tiny_supernet)
     sens = sensitivity_csv(tmp_path / "sensitivity.csv", supernet)
     out = tmp_path / "search"

@@ -27,18 +27,22 @@ Follows ``lionheart/methods/LH.py`` (IBM/lionheart, class ``LH``):
 
 Departures, and why:
 
-* LH.py retrains each candidate until the score stops improving (``patience`` rounds of
-  ``num_steps``, keeping the best round's checkpoint); here each candidate gets one round of
-  ``steps`` steps (``null`` = one epoch, LH.py's ``num_steps = -1``), so LionHEART's cost is
-  bounded and known in advance;
+* retraining rounds (:func:`retrain_candidate`) follow LH.py: ``epochs_per_round`` (LH.py
+  ``num_steps = -1``: one epoch), an evaluation after each, LH.py's ``patience`` rule
+  (:func:`converged`; LH.py default 1, so at least two rounds) and the best round kept.  A
+  round is one call of the project's HWA recipe, whose cosine schedule restarts each round
+  (LH.py sets one scheduler per candidate).  ``max_rounds`` caps the rounds: LionHEART at its
+  recipe costs at least 2 epochs of HWA training per candidate and threshold, about
+  40 epochs for ResNet8 at two thresholds, far beyond a default run's 30 minutes, so the
+  default params.yaml runs a stated fraction of it (see its comments) and
+  ``config/params-full.yaml`` the recipe;
 * LH.py runs one threshold; a Pareto set needs several, so ``thresholds`` gives one
   independent run each (from the same digital start), one trained network per run.  The set
   reported is the non-dominated subset of the runs' final networks (the project's one rule,
   :mod:`mps.search.result`);
-* evaluations: one for the digital start, then one per candidate per run.  LionHEART's cost
-  is its time, not an evaluation budget: each run gets an evaluator of its own (the same
-  mapping reached by two runs is a different trained network) whose budget is exactly the
-  number of candidates, so ``search.budget`` does not limit it.
+* evaluations: one for the digital start, then one per round per candidate per run, each by a
+  fresh evaluator (the same mapping after another round is another network).  LionHEART's cost
+  is its time, not an evaluation budget, so ``search.budget`` does not limit it.
 """
 
 from __future__ import annotations
@@ -92,22 +96,63 @@ def convert_to_analog(model: nn.Module, name: str, info, profile) -> nn.Module:
     return new
 
 
+def converged(scores: Sequence[float], patience: int) -> bool:
+    """LH.py's stopping rule for a candidate's retraining rounds: stop once none of the last
+    ``patience`` rounds improved on the best round before them (LH.py keeps a queue of the last
+    ``patience`` scores, initialised with zeros, and stops when its max is below the best so far;
+    so at least ``patience + 1`` rounds run).
+
+    One departure: a tie counts as no improvement (LH.py: only a lower score stops).  Here each
+    round of a mapping is scored with the same programming seeds, so a round that changed nothing
+    ties exactly, and LH.py's strict rule would retrain it forever; with ties stopping, the rounds
+    end because accuracy on a finite set cannot rise forever.  With LH.py's fresh draws per
+    evaluation a tie has probability near zero, so the two rules agree otherwise."""
+    return len(scores) > patience and max(scores[-patience:]) <= max(scores[:-patience])
+
+
+def retrain_candidate(model: nn.Module, train: Callable[[nn.Module], dict], score: Callable[[nn.Module], Evaluation],
+                      patience: int, max_rounds: int | None) -> tuple[Evaluation, nn.Module, int]:
+    """Rounds of retraining, each followed by an evaluation, until :func:`converged` (or
+    ``max_rounds``); returns the best round's evaluation and network (LH.py saves the best
+    round's checkpoint as the candidate), and the rounds run."""
+    best, best_model, scores = None, model, []
+    while True:
+        train(model)
+        trial = score(model)
+        scores.append(trial.accuracy)
+        if best is None or trial.accuracy > best.accuracy:
+            best, best_model = trial, copy.deepcopy(model)
+        if converged(scores, patience) or (max_rounds is not None and len(scores) >= max_rounds):
+            return best, best_model, len(scores)
+
+
 def lionheart_run(threshold: float, start: Evaluation, start_model: nn.Module, evaluator: ObjectiveEvaluator,
-                  supernet, profile, order: Sequence[str], train: Callable[[nn.Module], dict],
-                  log: Callable[[str], Any] = print) -> tuple[Evaluation, nn.Module, list[str]]:
-    """One LionHEART run: the final evaluation, its trained network and the layers made analog."""
-    current, model, accepted = start, start_model, []
+                  supernet, profile, order: Sequence[str], train: Callable[[nn.Module], dict], cfg,
+                  log: Callable[[str], Any] = print) -> tuple[Evaluation, nn.Module, list[str], list[Evaluation]]:
+    """One LionHEART run: the final evaluation, its trained network, the layers made analog and
+    every evaluation made (one per retraining round)."""
+    current, model, accepted, history = start, start_model, [], []
+
+    def score(trial_model: nn.Module, mapping: dict) -> Evaluation:
+        # a fresh evaluator per round: the same mapping after another round is another network
+        round_eval = replace(evaluator, name=f"{evaluator.name} round", budget=1)
+        e = round_eval.evaluate(mapping, build=lambda: trial_model)
+        round_eval.close()
+        history.append(e)
+        return e
+
     for name in order:
+        mapping = {**current.mapping, name: ANALOG}
         trial_model = convert_to_analog(model, name, supernet.infos[name], profile)
-        train(trial_model)
-        trial = evaluator.evaluate({**current.mapping, name: ANALOG}, build=lambda m=trial_model: m)
+        trial, trial_model, rounds = retrain_candidate(trial_model, train, lambda m: score(m, mapping),
+                                                       cfg.patience, cfg.max_rounds)
         keep = accepts(start.accuracy, trial.accuracy, threshold)
-        log(f"search: lionheart@{threshold:g}: {name} -> analog: {trial.accuracy:.2f} % "
+        log(f"search: lionheart@{threshold:g}: {name} -> analog: {trial.accuracy:.2f} % after {rounds} round(s) "
             f"(start {start.accuracy:.2f} %): {'kept' if keep else 'reverted'}")
         if keep:
             current, model = trial, trial_model
             accepted.append(name)
-    return current, model, accepted
+    return current, model, accepted, history
 
 
 def lionheart_search(evaluator: ObjectiveEvaluator, supernet, profile, build_pretrained: Callable[[dict], nn.Module],
@@ -115,7 +160,8 @@ def lionheart_search(evaluator: ObjectiveEvaluator, supernet, profile, build_pre
                      log: Callable[[str], Any] = print) -> SearchResult:
     """One run per threshold from the same digital start; the non-dominated final networks.
 
-    ``cfg`` is ``search.lionheart``; ``train`` retrains a network in place for ``cfg.steps``."""
+    ``cfg`` is ``search.lionheart``; ``train`` retrains a network in place for one round
+    (``cfg.epochs_per_round``)."""
     digital = {n: cfg.digital for n in supernet.infos}
     start_model = build_pretrained(digital)
     start_eval = replace(evaluator, name="lionheart start", budget=1, repeats=cfg.repeats)
@@ -125,19 +171,19 @@ def lionheart_search(evaluator: ObjectiveEvaluator, supernet, profile, build_pre
     finals: list[tuple[Evaluation, nn.Module]] = []
     history, used, runs = list(start_eval.history), start_eval.used, {}
     for threshold in cfg.thresholds:
-        run_eval = replace(evaluator, name=f"lionheart@{threshold:g}", budget=max(1, len(order)),
-                           repeats=cfg.repeats)
-        final, model, accepted = lionheart_run(threshold, start, start_model, run_eval, supernet, profile, order,
-                                               train, log)
+        run_eval = replace(evaluator, name=f"lionheart@{threshold:g}", budget=1, repeats=cfg.repeats)
+        final, model, accepted, evaluations = lionheart_run(threshold, start, start_model, run_eval, supernet,
+                                                            profile, order, train, cfg, log)
         run_eval.close()
-        history += run_eval.history
-        used += run_eval.used
+        history += evaluations
+        used += len(evaluations)
         finals.append((final, model))
         runs[f"{threshold:g}"] = {"analog_layers": accepted, "accuracy": final.accuracy,
-                                  "trials": run_eval.used}
+                                  "trials": len(evaluations)}
     selected, trained = select_trained(evaluator, finals, k, seed)
     keys = {e.key for e in selected}
     evaluations = selected + [e for e in history if e.key not in keys]
     return SearchResult("lionheart", evaluations, selected, used, trained=trained,
                         details={"start_accuracy": start.accuracy, "digital": cfg.digital, "order": list(order),
-                                 "repeats": cfg.repeats, "runs": runs})
+                                 "repeats": cfg.repeats, "patience": cfg.patience, "max_rounds": cfg.max_rounds,
+                                 "epochs_per_round": cfg.epochs_per_round, "runs": runs})

@@ -8,8 +8,11 @@ cost strength):
 * the supernet's choice layers in ``mixture`` mode are the mixed layers
   (:meth:`Supernet.set_mode`), over the same operators MPS searches (the searches compare the
   same space);
-* the temperature starts at ``initial_temperature`` and is multiplied by
-  ``exp(-temperature_decay)`` (ODiMo: 0.045) per epoch of the training split;
+* the temperature anneals from ``initial_temperature`` (ODiMo's ResNet20 run,
+  ``run_ic_fulltest.sh``: 1) to ``final_temperature``, where ODiMo's 200 search epochs of
+  ``anneal_temperature`` (``search_r20.py``: ``T *= exp(-0.045)`` per epoch) end (1.2e-4):
+  the softmax goes from uniform mixing to a one-hot choice within the search, so the argmax
+  mapping is the network the search trained;
 * weights (SGD, ``weight_lr``; ODiMo 1e-3) and alphas (Adam, ``alpha_lr``; ODiMo 1e-3) step on
   the same batch; aihwkit's post-update clip follows each weight step;
 * loss = CE + lambda * E[cost] / C, where E[cost] = sum over layers of softmax(alpha/T) .
@@ -31,7 +34,16 @@ Departures, and why:
   weight set per operator (the MPS adaptation's starting point), and the search starts from
   the adapted supernet's weights, so its mapping time includes the adaptation (see
   :mod:`mps.stages.search`);
-* the fine-tuning (:func:`mps.hwa.finetune`, ``finetune_steps``) starts from the searched
+* ODiMo anneals once per epoch over 200 epochs (early-stopped with patience 50) and
+  fine-tunes for up to 200 more; a search here is ``search_epochs`` long (a fraction of one
+  epoch in the default run), so the same annealing is spread geometrically over its steps
+  (``T = T0 (Tf / T0)^(step / (steps - 1))``): a per-epoch decay over a fraction of an epoch
+  never moves (measured: the four lambdas of the 2026-12-02 run collapsed onto two mappings
+  at T = 1 throughout);
+* the lambda sweep: ODiMo's ``multi_run.sh`` runs 3 strengths of its unnormalised cycle
+  cost; here 7 normalised values from 0 (accuracy only: the most accurate mapping) to one
+  large enough that the cheapest mapping wins (tests/test_peer_baselines.py checks both ends);
+* the fine-tuning (:func:`mps.hwa.finetune`, ``finetune_epochs``) starts from the searched
   copy's operator weights (ODiMo fine-tunes the network it searched), not from the
   pretrained model.
 """
@@ -39,7 +51,6 @@ Departures, and why:
 from __future__ import annotations
 
 import copy
-import math
 from dataclasses import replace
 from typing import Any, Callable
 
@@ -89,14 +100,19 @@ def reset_alphas(supernet) -> None:
                 layer.alphas[i] = 0.0 if op in allowed[name] else -1e4
 
 
-def temperature(cfg, epoch: int) -> float:
-    return cfg.initial_temperature * math.exp(-cfg.temperature_decay * epoch)
+def temperature(cfg, step: int, steps: int) -> float:
+    """Softmax temperature at ``step`` of a ``steps``-long search: geometric from
+    ``cfg.initial_temperature`` (first step) to ``cfg.final_temperature`` (last step)."""
+    if steps <= 1:
+        return cfg.final_temperature
+    return cfg.initial_temperature * (cfg.final_temperature / cfg.initial_temperature) ** (step / (steps - 1))
 
 
 def search_alphas(supernet, x: torch.Tensor, y: torch.Tensor, lam: float, costs: dict[str, torch.Tensor],
-                  cfg, batch_size: int, momentum: float, seed: int, device: str = "cpu") -> tuple[Any, dict]:
-    """Train a deep copy of ``supernet`` (weights and alphas, same batches) for ``cfg.steps``;
-    return the copy (in fixed mode, its argmax active) and the loss statistics."""
+                  cfg, steps: int, batch_size: int, momentum: float, seed: int,
+                  device: str = "cpu") -> tuple[Any, dict]:
+    """Train a deep copy of ``supernet`` (weights and alphas, same batches) for ``steps``
+    steps; return the copy (in fixed mode, its argmax active) and the loss statistics."""
     net = copy.deepcopy(supernet).to(device)
     sync_gradient_scaling(net)
     reset_alphas(net)
@@ -106,13 +122,14 @@ def search_alphas(supernet, x: torch.Tensor, y: torch.Tensor, lam: float, costs:
     norm = max_cost(net, costs)
     net.train()
     step, epoch, ce_first, ce_last = 0, 0, None, 0.0
-    while step < cfg.steps:
-        tau = temperature(cfg, epoch)
-        net.set_mode("mixture", tau)
+    tau = temperature(cfg, 0, steps)
+    while step < steps:
         gen = epoch_generator(seed, epoch, salt=37)
         for idx in iterate_batches(len(x), batch_size, gen, drop_last=len(x) >= batch_size):
-            if step >= cfg.steps:
+            if step >= steps:
                 break
+            tau = temperature(cfg, step, steps)
+            net.set_mode("mixture", tau)
             ce = F.cross_entropy(net(x[idx].to(device)), y[idx].to(device))
             loss = ce + lam * expected_cost(net, costs, tau) / norm
             check_finite(loss, f"odimo lambda {lam:g} step {step + 1}")
@@ -128,18 +145,19 @@ def search_alphas(supernet, x: torch.Tensor, y: torch.Tensor, lam: float, costs:
         epoch += 1
     net.eval()
     net.set_mapping(net.argmax_mapping())
-    return net, {"ce_first": ce_first, "ce_last": ce_last, "final_temperature": temperature(cfg, epoch - 1)}
+    return net, {"ce_first": ce_first, "ce_last": ce_last, "steps": steps, "final_temperature": tau}
 
 
 def odimo_search(evaluator: ObjectiveEvaluator, supernet, profile, x: torch.Tensor, y: torch.Tensor,
-                 train: Callable[[nn.Module], dict], cfg, batch_size: int, momentum: float, k: int, seed: int,
-                 device: str = "cpu", log: Callable[[str], Any] = print) -> SearchResult:
-    """The lambda sweep: per lambda, search, fine-tune the argmax mapping, evaluate it once."""
+                 train: Callable[[nn.Module], dict], cfg, steps: int, batch_size: int, momentum: float, k: int,
+                 seed: int, device: str = "cpu", log: Callable[[str], Any] = print) -> SearchResult:
+    """The lambda sweep: per lambda, search ``steps`` steps, fine-tune the argmax mapping,
+    evaluate it once."""
     costs = operator_costs(supernet, profile, cfg.cost)
     finals: list[tuple[Evaluation, nn.Module]] = []
     used, runs = 0, {}
     for lam in cfg.lambdas:
-        net, stats = search_alphas(supernet, x, y, lam, costs, cfg, batch_size, momentum, seed, device)
+        net, stats = search_alphas(supernet, x, y, lam, costs, cfg, steps, batch_size, momentum, seed, device)
         mapping = net.active_mapping()
         model = extract(net, mapping)
         del net

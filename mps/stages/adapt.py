@@ -44,8 +44,8 @@ from mps.supernet.adapted import WIDE
 from mps.analog.tiles import clip_analog, equalize_analog_gradients, set_training_noise, sync_gradient_scaling
 from mps.tracking import Tracker
 from mps.units import drift_label
-from mps.training import (EpochCheckpointer, check_finite, epoch_generator, iterate_batches, sgd,
-                          steps_per_epoch)
+from mps.training import (EpochCheckpointer, check_finite, epoch_chunks, epoch_generator, epoch_steps,
+                          iterate_batches, sgd, steps_per_epoch)
 
 PROBE_EXAMPLES = 512
 PARAMETER_FREE = frozenset({"skip"})  # operators without weights: nothing to train, no path of their own
@@ -293,13 +293,17 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
     calibrate_supernet_ranges(supernet, splits, params)
     x_train, y_train = splits.train
     fill = mdata.black_fill(splits.manifest)
-    n_steps = steps_per_epoch(len(x_train), cfg.batch_size, cfg.max_steps_per_epoch)
-    epochs = [("fairness", e) for e in range(cfg.fairness_epochs)] + [("noise", e) for e in range(cfg.noise_epochs)]
+    n_steps = steps_per_epoch(len(x_train), cfg.batch_size)
+    # each phase's budget cut into epochs (the last one partial): the units of checkpointing and shuffling
+    phase_steps = {phase: epoch_steps(getattr(cfg, f"{phase}_epochs"), len(x_train), cfg.batch_size)
+                   for phase in ("fairness", "noise")}
+    epochs = [(phase, e, steps) for phase in ("fairness", "noise")
+              for e, steps in enumerate(epoch_chunks(phase_steps[phase], n_steps))]
     teacher = load_pretrained(pretrained_path)[0].to(device).eval() if cfg.distillation > 0 else None
     frozen = set() if cfg.qat else {"int8"}  # without QAT the int8 path is post-training quantized
     trained = supernet.weight_parameters(frozen) if cfg.train_shared else supernet.operator_parameters(frozen)
     optimizer = sgd(trained, cfg.lr, cfg.momentum, cfg.weight_decay)
-    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, len(epochs) * n_steps))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, sum(phase_steps.values())))
 
     tracker.log_params({"model": params.model.name, "dataset": params.data.dataset, "seed": params.seed,
                         "layers": len(supernet.infos), "search_space": params.space.search_space,
@@ -317,9 +321,9 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
         sensitivity, wall = state["sensitivity"], state["wall"]
         print(f"adapt: resuming after epoch {done}/{len(epochs)}")
 
-    noise_total = cfg.noise_epochs * n_steps
+    noise_total = phase_steps["noise"]
     for index in range(done, len(epochs)):
-        phase, epoch = epochs[index]
+        phase, epoch, chunk = epochs[index]
         t0 = time.perf_counter()
         gen = epoch_generator(params.seed, index, salt=17)
         torch.manual_seed(params.seed * 1000 + index)
@@ -336,8 +340,8 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
         sync_gradient_scaling(supernet)  # every epoch alike, whether resumed or not (see its docstring)
         losses = []
         batches = iterate_batches(len(x_train), cfg.batch_size, gen, drop_last=True)
-        for step, idx in enumerate(progress(batches, f"adapt {phase} epoch {epoch + 1}", total=n_steps)):
-            if step >= n_steps:
+        for step, idx in enumerate(progress(batches, f"adapt {phase} epoch {epoch + 1}", total=chunk)):
+            if step >= chunk:
                 break
             if phase == "noise" and cfg.hwa != "none":
                 global_step = epoch * n_steps + step
@@ -369,7 +373,8 @@ def run(params: Params, data_dir: Path, pretrained_path: Path, out_dir: Path, wo
     t0 = time.perf_counter()
     ev = evidence(supernet, pretrained_path, splits, params, profile)
     metrics = {**ev, "fairness_seconds": round(wall["fairness"], 2), "noise_seconds": round(wall["noise"], 2),
-               "evidence_seconds": round(time.perf_counter() - t0, 2), "steps_per_epoch": n_steps}
+               "evidence_seconds": round(time.perf_counter() - t0, 2), "steps_per_epoch": n_steps,
+               "fairness_steps": phase_steps["fairness"], "noise_steps": phase_steps["noise"]}
     save_supernet(out_dir / "supernet.pt", supernet, params.space, profile,
                   provenance(params.digest(), seed=params.seed), {"sensitivity_probe": sensitivity})
     atomic_write_json(out_dir / "evidence.json", metrics)

@@ -64,7 +64,7 @@ from mps.hwa import finetune
 from mps.supernet import MappingFile, check_layers, realize
 from mps.supernet.extract import load_deployed, save_deployed
 from mps.supernet.mapping import allowed_for
-from mps.training import adapt_steps, steps_per_epoch
+from mps.training import adapt_steps, epoch_steps
 from mps.supernet.adapted import WIDE
 from mps.tracking import Tracker
 
@@ -91,7 +91,8 @@ class SearchContext:
     train_data: tuple[Any, Any] | None = None  # training split (ODiMo's search batches)
     train_batch_size: int = 128
     train_momentum: float = 0.9
-    epoch_steps: int = 1  # optimizer steps in one epoch of the training split (LionHEART's default round)
+    # optimizer steps of a budget in epochs of the training split (mps.training.epoch_steps)
+    epochs_to_steps: Callable[[float], int] = lambda epochs: max(1, round(epochs))
 
 
 def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
@@ -126,14 +127,16 @@ def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchCon
         result = nsga2_search(evaluator, sn, k, seed, nsga2_population(cfg.budget, cfg.nsga2_population))
     elif method == "lionheart":
         lh = cfg.lionheart
-        steps = lh.steps or ctx.epoch_steps
+        steps = ctx.epochs_to_steps(lh.epochs_per_round)
         result = lionheart_search(evaluator, sn, ctx.profile, ctx.build_pretrained,
                                   lambda m: ctx.train_hwa(m, steps=steps, desc="search lionheart"), lh, k, seed)
     elif method == "odimo":
         od = cfg.odimo
+        finetune_steps = ctx.epochs_to_steps(od.finetune_epochs) if od.finetune_epochs else None
         result = odimo_search(evaluator, sn, ctx.profile, *ctx.train_data,
-                              lambda m: ctx.train_hwa(m, steps=od.finetune_steps, desc="search odimo"), od,
-                              ctx.train_batch_size, ctx.train_momentum, k, seed, device=str(evaluator.data.device))
+                              lambda m: ctx.train_hwa(m, steps=finetune_steps, desc="search odimo"), od,
+                              ctx.epochs_to_steps(od.search_epochs), ctx.train_batch_size, ctx.train_momentum, k,
+                              seed, device=str(evaluator.data.device))
     else:  # config validation makes this unreachable
         raise ValueError(f"unknown search method {method!r}")
     return result
@@ -373,7 +376,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     seed_everything(params.seed)
     ctx = SearchContext(supernet, cfg, params.seed, build_pretrained, greedy_order, train_hwa, profile,
                         splits.train, params.adapt.batch_size, params.adapt.momentum,
-                        steps_per_epoch(len(splits.train[0]), params.adapt.batch_size))
+                        lambda epochs: epoch_steps(epochs, len(splits.train[0]), params.adapt.batch_size))
     # the adapt stage's timings are in its evidence.json (its metrics.json holds the headline only)
     adapt_seconds = stage_seconds(Path(supernet_path).parent / "evidence.json", ("fairness_seconds", "noise_seconds"))
     if adapt_seconds is None:

@@ -387,7 +387,8 @@ def _assert_same_supernet_state(a: dict, b: dict) -> None:
 
 
 def test_interrupted_adapt_resumes_to_the_same_result(tmp_path, tiny_data, tiny_pretrained):
-    params = write_params(tmp_path, **{"adapt.fairness_epochs": 1, "adapt.noise_epochs": 2,
+    # 3 fairness steps, then 9 + 1 noise steps (a whole epoch of the tiny split and a partial one)
+    params = write_params(tmp_path, **{"adapt.fairness_epochs": 0.34, "adapt.noise_epochs": 1.12,
                                        "adapt.evidence_examples": 50})
     ref, out, resumed = _reference_interrupted_resumed(
         tmp_path, "adapt", ["--params", str(params), "--data", str(tiny_data), "--pretrained", str(tiny_pretrained)],

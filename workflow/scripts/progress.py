@@ -6,29 +6,41 @@ daemon thread watches each job's files (its ``log:`` appears when it starts, its
 
     [mps] 3/9 stages done in 1m05s; running: adapt fashion-mnist/resnet8/s0; about 4m left
 
-The estimate is each remaining stage's wall time in the reference run
-(``benchmarks/reference/2026-11-29-2core-epyc.md``, default params on 2 cores), scaled by how
-this run's finished long stages (20 s or more in the reference) compared with their reference
-times; it sharpens as stages end.
+The estimate starts from ``mps estimate`` (:mod:`mps.stage_time`): each stage's work counted
+from this run's params, times one FP32 training step of the run's model measured on this
+machine at the start.  As stages end it is rescaled by how long this run's finished long
+stages (20 s or more expected) took against their estimates, so it sharpens as the run goes.
 Workflow code, not library code: ``mps/`` knows nothing of it.
 """
 
 from __future__ import annotations
 
+import json
 import os
+import subprocess
 import sys
 import threading
 import time
 
-# Wall seconds per stage of the reference run (default params, 2 cores); aggregate is instant.
-REFERENCE_SECONDS = {"prepare_data": 5.0, "pretrain": 205.0, "adapt": 86.4, "calibrate": 25.5, "search": 79.0,
-                     "evaluate": 173.3, "report": 4.9, "aggregate": 2.0}
+UNKNOWN_STAGE_SECONDS = 10.0  # a rule of no stage (all, a sweep's summary table)
 
 
-def reference_seconds(rule: str) -> float:
-    """The reference wall time of a rule's stage: an ablation job (``ablation_adapt``, ...) runs
-    the same stage as the main rule of that name; a rule of no stage counts 10 s."""
-    return REFERENCE_SECONDS.get(rule.removeprefix("ablation_"), 10.0)
+def estimate(mps: str, params: str) -> dict[str, float]:
+    """Expected seconds per stage from ``mps estimate`` (an empty dict, and a note, if it fails:
+    the line then counts stages without a time estimate)."""
+    try:
+        out = subprocess.run([*mps.split(), "estimate", "--params", params], capture_output=True, text=True,
+                             check=True, timeout=300).stdout
+        return {str(k): float(v) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        print(f"[mps] no time estimate ({type(exc).__name__}); the progress line counts stages only", file=sys.stderr)
+        return {}
+
+
+def expected_seconds(rule: str, expected: dict[str, float]) -> float:
+    """A rule's expected wall time: an ablation job (``ablation_adapt``, ...) runs the same
+    stage as the main rule of that name; a rule of no stage counts 10 s."""
+    return expected.get(rule.removeprefix("ablation_"), UNKNOWN_STAGE_SECONDS)
 
 
 def _duration(seconds: float) -> str:
@@ -62,8 +74,10 @@ def _touched_since(path: str | None, t0: float) -> float | None:
 class Progress:
     """Watches the jobs of one run; :meth:`line` is the current progress line."""
 
-    def __init__(self, jobs: list[_Job], out=sys.stderr, interval: float = 2.0):
+    def __init__(self, jobs: list[_Job], expected: dict[str, float] | None = None, out=sys.stderr,
+                 interval: float = 2.0):
         self.jobs, self.out, self.interval = jobs, out, interval
+        self.expected = expected or {}
         self.t0 = time.time()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -92,17 +106,20 @@ class Progress:
 
     def remaining_seconds(self) -> float:
         # scale by the long stages only: a short one (prepare-data, report) is mostly start-up
-        done = [j for j in self.jobs if j.ended is not None and reference_seconds(j.rule) >= 20.0]
-        ref_done = sum(reference_seconds(j.rule) for j in done)
+        done = [j for j in self.jobs if j.ended is not None and self.seconds(j.rule) >= 20.0]
+        ref_done = sum(self.seconds(j.rule) for j in done)
         took = sum(j.ended - j.started for j in done)
         scale = took / ref_done if done and ref_done > 0 else 1.0
         left = 0.0
         now = time.time()
         for job in self.jobs:
             if job.ended is None:
-                expected = reference_seconds(job.rule) * scale
+                expected = self.seconds(job.rule) * scale
                 left += max(expected - (now - job.started), 0.0) if job.started else expected
         return left
+
+    def seconds(self, rule: str) -> float:
+        return expected_seconds(rule, self.expected)
 
     def line(self) -> str:
         done = sum(j.ended is not None for j in self.jobs)
@@ -110,7 +127,7 @@ class Progress:
         text = f"[mps] {done}/{len(self.jobs)} stages done in {_duration(time.time() - self.t0)}"
         if running:
             text += "; running: " + ", ".join(running)
-        if done < len(self.jobs):
+        if done < len(self.jobs) and self.expected:
             text += f"; about {_duration(self.remaining_seconds())} left"
         return text
 
