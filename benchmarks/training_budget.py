@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 from benchmarks.common import REPO, machine
-from mps.config import load_params
+from mps.config import AdaptConfig, load_params
 from mps.data import black_fill
 from mps.evaluation import accuracy_at, drift_accuracy_grid
 from mps.hwa import finetune
@@ -95,14 +95,17 @@ def study_supernet(args, params, splits, profile, data) -> None:
     from mps.stages import adapt
     from mps.tracking import NullTracker
 
-    done = _done(args.out, "supernet")
+    overrides = dict(kv.split("=", 1) for kv in args.set)
+    kind = "supernet" + "".join(f" {k}={v}" for k, v in overrides.items())
+    done = _done(args.out, kind)
     data_dir = args.data_dir
     pretrained = args.run_dir / "pretrain" / "model.pt"
     n = steps_per_epoch(len(splits.train[0]), params.adapt.batch_size)
     for epochs in [float(e) for e in args.epochs.split(",")]:
         if epochs in done:
             continue
-        cfg = params.adapt.model_copy(update={"fairness_epochs": epochs / 3, "noise_epochs": 2 * epochs / 3})
+        cfg = AdaptConfig(**{**params.adapt.model_dump(), **overrides,
+                             "fairness_epochs": epochs / 3, "noise_epochs": 2 * epochs / 3})
         p = params.model_copy(update={"adapt": cfg})
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
@@ -111,7 +114,7 @@ def study_supernet(args, params, splits, profile, data) -> None:
             from mps.supernet import load_supernet
 
             supernet, _ = load_supernet(Path(tmp) / "out" / "supernet.pt")
-        row = {"kind": "supernet", "budget": epochs, "steps": round(epochs * n), "train_seconds": round(train_s, 1),
+        row = {"kind": kind, "budget": epochs, "steps": round(epochs * n), "train_seconds": round(train_s, 1),
                "analog": _summary(drift_accuracy_grid(extract(supernet, supernet.uniform_mapping("analog")), data,
                                                       TIMES, args.seeds, params.seed))}
         for op in ("int8", "fp16"):
@@ -129,7 +132,7 @@ def table(out: Path) -> str:
     for r in sorted(rows, key=lambda r: (r["kind"], r["budget"])):
         cells = [f"{r['analog'][t]['mean']:.2f} ± {r['analog'][t]['std']:.2f} ({r['analog'][t]['worst']:.2f})"
                  for t in ("1d", "1y")]
-        budget = f"{r['budget']:g} epochs" if r["kind"] == "supernet" else f"{r['budget']:g} steps"
+        budget = f"{r['budget']:g} epochs" if r["kind"].startswith("supernet") else f"{r['budget']:g} steps"
         lines.append(f"| {r['kind']} | {budget} | {r['steps']} | {r['train_seconds']:.0f} | {' | '.join(cells)} "
                      f"| {r.get('int8', '')} | {r.get('fp16', '')} |")
     return "\n".join(lines)
@@ -143,6 +146,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--steps", default="0,120,500,1000,2000,4000", help="hwa: fine-tuning steps, one run each")
     ap.add_argument("--epochs", default="0.28,1,2,3", help="supernet: adaptation epochs (both phases, 1 : 2)")
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="supernet: an adapt setting changed from params.yaml (one change at a time), e.g. context_mixing=0")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--examples", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=None, help="JSON lines (default: <run-dir>/studies/training_budget.jsonl)")
