@@ -12,7 +12,9 @@ On a finished default run (its pretrained model, supernet and data):
   with its own cosine schedule (a snapshot of one long run would sit at a higher learning
   rate and is not what a user's budget gives).
 * ``supernet``: the adapt stage itself (:func:`mps.stages.adapt.run`) at each total budget,
-  split between the fairness and noise phases as the default (1 : 2), in a scratch folder;
+  split between the fairness and noise phases as the default (1 : 2; ``--fairness-share``), with
+  ``--set key=value`` adapt settings changed one at a time (dotted keys for nested ones), in a
+  scratch folder;
   its all-analog path is scored like the ``hwa`` rows, its INT8 and FP16 paths once
   (they are deterministic).
 
@@ -96,7 +98,10 @@ def study_supernet(args, params, splits, profile, data) -> None:
     from mps.tracking import NullTracker
 
     overrides = dict(kv.split("=", 1) for kv in args.set)
+    fairness_share = args.fairness_share
     kind = "supernet" + "".join(f" {k}={v}" for k, v in overrides.items())
+    if fairness_share != 1 / 3:
+        kind += f" fairness_share={fairness_share:g}"
     done = _done(args.out, kind)
     data_dir = args.data_dir
     pretrained = args.run_dir / "pretrain" / "model.pt"
@@ -104,8 +109,15 @@ def study_supernet(args, params, splits, profile, data) -> None:
     for epochs in [float(e) for e in args.epochs.split(",")]:
         if epochs in done:
             continue
-        cfg = AdaptConfig(**{**params.adapt.model_dump(), **overrides,
-                             "fairness_epochs": epochs / 3, "noise_epochs": 2 * epochs / 3})
+        settings = params.adapt.model_dump()
+        for key, value in overrides.items():  # dotted keys reach nested sections (noise_ramp.start_fraction)
+            *path, last = key.split(".")
+            node = settings
+            for part in path:
+                node = node[part]
+            node[last] = value
+        cfg = AdaptConfig(**{**settings, "fairness_epochs": epochs * fairness_share,
+                             "noise_epochs": epochs * (1 - fairness_share)})
         p = params.model_copy(update={"adapt": cfg})
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()
@@ -148,6 +160,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--epochs", default="0.28,1,2,3", help="supernet: adaptation epochs (both phases, 1 : 2)")
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                     help="supernet: an adapt setting changed from params.yaml (one change at a time), e.g. context_mixing=0")
+    ap.add_argument("--fairness-share", type=float, default=1 / 3,
+                    help="supernet: the fairness phase's share of each budget (the rest is the noise phase)")
     ap.add_argument("--seeds", type=int, default=10)
     ap.add_argument("--examples", type=int, default=2000)
     ap.add_argument("--out", type=Path, default=None, help="JSON lines (default: <run-dir>/studies/training_budget.jsonl)")

@@ -242,6 +242,30 @@ def test_report_bounds_other_objectives():
     assert objective_senses(REPORT_OBJECTIVES) == REPORT_SENSES
 
 
+def test_useful_range_hypervolume_narrows_the_accuracy_axis():
+    """The report's second test hypervolume: accuracy from FP32 - 5 points to FP32 (here 0.88 to
+    0.93), checked by hand and against pymoo on the same normalised points."""
+    lower, upper = report_bounds(4.0, upper={"accuracy": 0.93}, lower={"accuracy": 0.88})
+    np.testing.assert_allclose(lower, [-0.93, -1.0, 0.0])
+    np.testing.assert_allclose(upper, [-0.88, 0.0, 4.0])
+    raw = np.array([[0.92, 1.0, 1.0], [0.93, 0.5, 0.0], [0.80, 1.0, 0.0]])  # the last is 8 points under FP32
+    F_min = to_minimization(raw, REPORT_SENSES)
+    Z = normalize(F_min, lower, upper)
+    np.testing.assert_allclose(Z[:2], [[0.2, 0.0, 0.25], [0.0, 0.5, 0.0]])
+    assert Z[2, 0] > DEFAULT_REF  # beyond the reference point: adds nothing
+    hv = normalized_hypervolume(F_min, lower, upper)
+    assert hv == pytest.approx(HV(ref_point=np.full(3, DEFAULT_REF))(Z))
+    assert hv == pytest.approx(normalized_hypervolume(F_min[:2], lower, upper))
+    # one point apart at the top of the range: 0.2 of the narrowed axis, 0.01 of the full one
+    wide_lo, wide_hi = report_bounds(4.0)
+    narrow_gap = hv - normalized_hypervolume(to_minimization(raw[:2] - [0.01, 0, 0], REPORT_SENSES), lower, upper)
+    wide_gap = (normalized_hypervolume(F_min[:2], wide_lo, wide_hi)
+                - normalized_hypervolume(to_minimization(raw[:2] - [0.01, 0, 0], REPORT_SENSES), wide_lo, wide_hi))
+    assert narrow_gap > 10 * wide_gap
+    with pytest.raises(ConfigError, match="lower bound"):
+        report_bounds(4.0, upper={"accuracy": 0.9}, lower={"accuracy": 0.95})
+
+
 # --------------------------------------------------------------------------- crowding
 def test_crowding_distance_hand_case():
     F = np.array([[0.0, 4.0], [1.0, 2.0], [3.0, 1.0], [4.0, 0.0]])

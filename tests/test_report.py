@@ -104,6 +104,8 @@ def test_report_contains_every_plot_and_the_table(tiny_run, tmp_path):
     # mapping time beside the hypervolume, and plotted against it; the equal-budget race as its own table
     assert "Mapping time (s)" in md and "| 30.5 |" in md and "](mapping_time.png)" in md
     assert "## Equal evaluation budget" in md
+    # the second test hypervolume, over the useful accuracy range, with its bounds stated
+    assert "Hypervolume (test, 1d, accuracy FP32−5…FP32)" in md and "from FP32 − 5 points to FP32" in md
 
     # the constraint (loose here: every mapping meets it), maximising the analog MAC ratio
     pool = results[results["Method"] != "fp32"]
@@ -210,7 +212,8 @@ def test_report_logs_the_pipeline_headline_to_the_parent_run(tiny_run, tmp_path)
     best = results[results["Method"] == "mps"]["Accuracy_mean"].max()
     assert pipeline.metrics["mps.best_accuracy_1d"] == pytest.approx(best)
     assert pipeline.metrics["mps.mapping_seconds"] == 12.5  # search.json's search time
-    for key in ("mps.accuracy_1y", "mps.energy_uj", "mps.hypervolume", "int8.energy_uj", "selected.energy_uj"):
+    for key in ("mps.accuracy_1y", "mps.energy_uj", "mps.hypervolume", "mps.hypervolume_useful", "int8.energy_uj",
+                "selected.energy_uj"):
         assert key in pipeline.metrics, key
     saved = json.loads((tmp_path / "r" / "metrics.json").read_text())  # the DVC headline
     assert saved["constraint_met"] == 1.0 and "selected.energy_uj" in saved
