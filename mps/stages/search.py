@@ -91,8 +91,9 @@ class SearchContext:
     train_data: tuple[Any, Any] | None = None  # training split (ODiMo's search batches)
     train_batch_size: int = 128
     train_momentum: float = 0.9
-    # optimizer steps of a budget in epochs of the training split (mps.training.epoch_steps)
-    epochs_to_steps: Callable[[float], int] = lambda epochs: max(1, round(epochs))
+    # optimizer steps of a budget in epochs of the training split (mps.training.epoch_steps);
+    # LionHEART and ODiMo need it (their budgets are epochs)
+    epochs_to_steps: Callable[[float], int] | None = None
 
 
 def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
@@ -127,19 +128,27 @@ def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchCon
         result = nsga2_search(evaluator, sn, k, seed, nsga2_population(cfg.budget, cfg.nsga2_population))
     elif method == "lionheart":
         lh = cfg.lionheart
-        steps = ctx.epochs_to_steps(lh.epochs_per_round)
+        steps = _epochs_to_steps(ctx)(lh.epochs_per_round)
         result = lionheart_search(evaluator, sn, ctx.profile, ctx.build_pretrained,
                                   lambda m: ctx.train_hwa(m, steps=steps, desc="search lionheart"), lh, k, seed)
     elif method == "odimo":
         od = cfg.odimo
-        finetune_steps = ctx.epochs_to_steps(od.finetune_epochs) if od.finetune_epochs else None
+        to_steps = _epochs_to_steps(ctx)
+        finetune_steps = to_steps(od.finetune_epochs) if od.finetune_epochs else None
         result = odimo_search(evaluator, sn, ctx.profile, *ctx.train_data,
                               lambda m: ctx.train_hwa(m, steps=finetune_steps, desc="search odimo"), od,
-                              ctx.epochs_to_steps(od.search_epochs), ctx.train_batch_size, ctx.train_momentum, k,
+                              to_steps(od.search_epochs), ctx.train_batch_size, ctx.train_momentum, k,
                               seed, device=str(evaluator.data.device))
     else:  # config validation makes this unreachable
         raise ValueError(f"unknown search method {method!r}")
     return result
+
+
+def _epochs_to_steps(ctx: SearchContext) -> Callable[[float], int]:
+    if ctx.epochs_to_steps is None:
+        raise ValueError("SearchContext.epochs_to_steps is not set: LionHEART and ODiMo budgets are epochs of the "
+                         "training split; fix: pass epochs_to_steps (mps.training.epoch_steps over the training split)")
+    return ctx.epochs_to_steps
 
 
 # --------------------------------------------------------------------------- mapping files
