@@ -23,9 +23,9 @@ from __future__ import annotations
 import time
 
 from mps.config import Params
+from mps.data import NUM_CLASSES
 
 TRAIN_SIZE = {"fashion-mnist": 60000, "cifar10": 50000}
-NUM_CLASSES = 10
 
 # Work per unit, in FP32 training steps of the same model at batch 128 (see the module docstring).
 COST = {
