@@ -416,6 +416,9 @@ class ReportConfig(_Section):
     # the second test hypervolume's accuracy axis: from FP32 minus this many points to FP32 (the
     # useful range; the first one spans [0, 100] %, where usable mappings differ in the third decimal)
     hypervolume_window: float = Field(default=5.0, gt=0, le=100)
+    # the aggregate's methods-at-a-glance table reads each mapper by its most accurate mapping with at
+    # least this analog MAC share (the paper's ">= 70 % analog" rows; mps.stages.aggregate)
+    min_analog_mac_percent: float = Field(default=70.0, ge=0, le=100)
     # mapping drawn in layers.png; None = the one meeting the constraint (else the most accurate at the reference time)
     layers_mapping: str | None = Field(default=None, min_length=1)
 
