@@ -312,6 +312,9 @@ def _estimate(argv: list[str]) -> int:
         prog="mps estimate", description="Expected wall seconds per stage of a run of these params on this machine "
         "(work counted from the params x one FP32 training step measured here); JSON on stdout.")
     parser.add_argument("--params", default="params.yaml", help="params file")
+    parser.add_argument("--model", action="append", default=None,
+                        help="estimate this model instead of model.name (repeatable: a sweep's models; the JSON is "
+                             "then {model: {stage: seconds}})")
     args = parser.parse_args(argv)
     from mps.config import load_params
     from mps.runtime import set_threads
@@ -319,11 +322,16 @@ def _estimate(argv: list[str]) -> int:
 
     try:
         params = load_params(args.params)
+        per_model = {m: load_params(args.params, {"model.name": m}) for m in args.model or []}
     except ConfigError as exc:
         print(f"mps estimate: error: {exc}", file=sys.stderr)
         return ExitConfig
     set_threads(params.threads)
-    print(json.dumps({stage: round(seconds, 1) for stage, seconds in estimate_seconds(params).items()}))
+
+    def seconds(p) -> dict[str, float]:
+        return {stage: round(s, 1) for stage, s in estimate_seconds(p).items()}
+
+    print(json.dumps({m: seconds(p) for m, p in per_model.items()} if args.model else seconds(params)))
     return ExitOK
 
 

@@ -8,6 +8,8 @@ import os
 import sys
 import time
 
+import pytest
+
 from conftest import REPO
 
 sys.path.insert(0, str(REPO / "workflow" / "scripts"))
@@ -96,4 +98,10 @@ def test_estimate_is_work_times_the_measured_step(tmp_path):
     path.write_text((REPO / "config" / "params-tiny.yaml").read_text())
     got = estimate(f"{sys.executable} -m mps.cli", str(path))
     assert set(got) >= {"pretrain", "adapt", "calibrate", "search", "evaluate"} and all(v > 0 for v in got.values())
+    # a sweep over models: each model estimated on its own, and each job reads its model's time
+    both = estimate(f"{sys.executable} -m mps.cli", str(path), ["resnet8", "resnet20"])
+    assert set(both) >= {"adapt/resnet8", "adapt/resnet20"} and both["adapt/resnet20"] > both["adapt/resnet8"]
+    jobs = [_Job("adapt", "fashion-mnist/resnet20/0", None, None, "resnet20")]
+    assert Progress(jobs, both, out=io.StringIO()).remaining_seconds() == pytest.approx(both["adapt/resnet20"])
+    assert expected_seconds("ablation_adapt", both, "resnet20") == both["adapt/resnet20"]
     assert estimate(f"{sys.executable} -m mps.cli", str(tmp_path / "missing.yaml")) == {}

@@ -25,22 +25,32 @@ import time
 UNKNOWN_STAGE_SECONDS = 10.0  # a rule of no stage (all, a sweep's summary table)
 
 
-def estimate(mps: str, params: str) -> dict[str, float]:
+def estimate(mps: str, params: str, models: list[str] | None = None) -> dict[str, float]:
     """Expected seconds per stage from ``mps estimate`` (an empty dict, and a note, if it fails:
-    the line then counts stages without a time estimate)."""
+    the line then counts stages without a time estimate).  With several ``models`` (a sweep over
+    models) each is estimated on its own, keyed ``<stage>/<model>``: a ResNet20 stage is not a
+    ResNet8 one."""
+    cmd = [*mps.split(), "estimate", "--params", params]
+    several = models is not None and len(models) > 1
+    if several:
+        cmd += [arg for m in models for arg in ("--model", m)]
     try:
-        out = subprocess.run([*mps.split(), "estimate", "--params", params], capture_output=True, text=True,
-                             check=True, timeout=300).stdout
-        return {str(k): float(v) for k, v in json.loads(out.strip().splitlines()[-1]).items()}
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError) as exc:
+        out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True,
+                                        timeout=300 * (len(models) if several else 1)).stdout.strip().splitlines()[-1])
+        if several:
+            return {f"{stage}/{model}": float(v) for model, stages in out.items() for stage, v in stages.items()}
+        return {str(k): float(v) for k, v in out.items()}
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, AttributeError) as exc:
         print(f"[mps] no time estimate ({type(exc).__name__}); the progress line counts stages only", file=sys.stderr)
         return {}
 
 
-def expected_seconds(rule: str, expected: dict[str, float]) -> float:
-    """A rule's expected wall time: an ablation job (``ablation_adapt``, ...) runs the same
-    stage as the main rule of that name; a rule of no stage counts 10 s."""
-    return expected.get(rule.removeprefix("ablation_"), UNKNOWN_STAGE_SECONDS)
+def expected_seconds(rule: str, expected: dict[str, float], model: str | None = None) -> float:
+    """A rule's expected wall time: its model's (``<stage>/<model>`` keys of a sweep over models),
+    else its stage's; an ablation job (``ablation_adapt``, ...) runs the same stage as the main
+    rule of that name; a rule of no stage counts 10 s."""
+    stage = rule.removeprefix("ablation_")
+    return expected.get(f"{stage}/{model}", expected.get(stage, UNKNOWN_STAGE_SECONDS))
 
 
 def _duration(seconds: float) -> str:
@@ -53,8 +63,8 @@ def _duration(seconds: float) -> str:
 
 
 class _Job:
-    def __init__(self, rule: str, label: str, log: str | None, benchmark: str | None):
-        self.rule, self.label, self.log, self.benchmark = rule, label, log, benchmark
+    def __init__(self, rule: str, label: str, log: str | None, benchmark: str | None, model: str | None = None):
+        self.rule, self.label, self.log, self.benchmark, self.model = rule, label, log, benchmark, model
         self.started: float | None = None
         self.ended: float | None = None
 
@@ -89,8 +99,9 @@ class Progress:
             if not job.benchmark:  # target rules (all, default): nothing runs
                 continue
             label = "/".join(str(v) for _, v in job.wildcards.items()) if job.wildcards else ""
+            model = job.wildcards.get("model") if job.wildcards else None
             jobs.append(_Job(job.rule.name, label, str(job.log[0]) if job.log else None,
-                             str(job.benchmark) if job.benchmark else None))
+                             str(job.benchmark) if job.benchmark else None, model))
         return cls(jobs, **kwargs)
 
     def poll(self) -> bool:
@@ -106,20 +117,20 @@ class Progress:
 
     def remaining_seconds(self) -> float:
         # scale by the long stages only: a short one (prepare-data, report) is mostly start-up
-        done = [j for j in self.jobs if j.ended is not None and self.seconds(j.rule) >= 20.0]
-        ref_done = sum(self.seconds(j.rule) for j in done)
+        done = [j for j in self.jobs if j.ended is not None and self.seconds(j) >= 20.0]
+        ref_done = sum(self.seconds(j) for j in done)
         took = sum(j.ended - j.started for j in done)
         scale = took / ref_done if done and ref_done > 0 else 1.0
         left = 0.0
         now = time.time()
         for job in self.jobs:
             if job.ended is None:
-                expected = self.seconds(job.rule) * scale
+                expected = self.seconds(job) * scale
                 left += max(expected - (now - job.started), 0.0) if job.started else expected
         return left
 
-    def seconds(self, rule: str) -> float:
-        return expected_seconds(rule, self.expected)
+    def seconds(self, job: _Job) -> float:
+        return expected_seconds(job.rule, self.expected, job.model)
 
     def line(self) -> str:
         done = sum(j.ended is not None for j in self.jobs)
