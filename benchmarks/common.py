@@ -42,6 +42,7 @@ class Inputs:
     supernet_path: Path | None = None
     pretrained_path: Path | None = None
     sensitivity_path: Path | None = None
+    out_dir: Path | None = None   # where the report goes; a figure may save its plot there
 
     def __post_init__(self) -> None:
         self.supernet_path = self.supernet_path or self.run_dir / "adapt" / "supernet.pt"
@@ -131,6 +132,7 @@ class Figure:
     text: str
     rows: list[Row] = field(default_factory=list)
     seconds: float = 0.0
+    images: list[tuple[str, str]] = field(default_factory=list)  # (file beside the report, caption)
 
     def add(self, measure: str, value: float | str, unit: str = "", stats: Stats | None = None,
             note: str = "") -> Row:
@@ -218,6 +220,8 @@ def markdown(figures: Sequence[Figure], info: Mapping[str, str], header: Mapping
             note = r.note.replace("|", "/")
             lines.append(f"| {r.measure} | {fmt(r.value)} | {r.unit} | {r.runs} | {fmt(r.low)} | {fmt(r.high)} | "
                          f"{note} |")
+        for file, caption in fig.images:
+            lines += ["", f"![{caption}]({file})"]
     return "\n".join(lines) + "\n"
 
 

@@ -18,9 +18,11 @@ STAGES = ("prepare-data", "pretrain", "adapt", "calibrate", "search", "evaluate"
 COLUMNS = ("s", "max_rss", "cpu_time", "mean_load")
 
 
-def stage_file(inp: Inputs, stage: str) -> Path:
+def stage_file(inp: Inputs, stage: str, model: str | None = None) -> Path:
+    """The benchmark file of ``stage`` for the params' run, or for ``model`` of the grid."""
     p = inp.params
-    name = f"{p.data.dataset}.tsv" if stage == "prepare-data" else f"{p.data.dataset}-{p.model.name}-s{p.seed}.tsv"
+    model = model or p.model.name
+    name = f"{p.data.dataset}.tsv" if stage == "prepare-data" else f"{p.data.dataset}-{model}-s{p.seed}.tsv"
     return inp.bench_dir / stage / name
 
 
@@ -51,6 +53,6 @@ def stage_table(inp: Inputs) -> dict[str, dict[str, float]]:
     return out
 
 
-def stage_seconds(inp: Inputs, stage: str) -> float | None:
-    row = read_stage(stage_file(inp, stage))
+def stage_seconds(inp: Inputs, stage: str, model: str | None = None) -> float | None:
+    row = read_stage(stage_file(inp, stage, model))
     return None if row is None else row["s"]

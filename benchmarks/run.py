@@ -1,6 +1,6 @@
 """Entry point: ``python -m benchmarks.run [--quick] [--out benchmarks/out]`` (``make bench``).
 
-Runs the six figure groups against a finished pipeline run (``make run``'s
+Runs the seven figure groups against a finished pipeline run (``make run``'s
 ``results/<dataset>/<model>/s<seed>``) and writes ``<out>/<YYYY-MM-DD>-bench.md`` and
 ``-bench.csv``: for each measurement the median of several runs, its range, and ratios
 measured within the same run.  ``--quick`` uses fewer and smaller runs (about a minute on
@@ -29,6 +29,7 @@ FIGURES: dict[str, tuple[str, str]] = {  # key -> (module, title for a failure r
     "training": ("benchmarks.training", "4. Training step cost"),
     "e2e": ("benchmarks.e2e", "5. End to end"),
     "hwa_engine": ("benchmarks.hwa_engine", "6. HWA engine cost"),
+    "growth": ("benchmarks.growth", "7. Growth with the network"),
 }
 
 
@@ -69,7 +70,8 @@ def build_inputs(args: argparse.Namespace) -> Inputs:
     return Inputs(params=params, quick=args.quick, run_dir=Path(run_dir),
                   data_dir=Path(args.data_dir or root / "data" / params.data.dataset),
                   bench_dir=Path(args.bench_dir or root / "benchmarks"), runs=runs, threads=threads,
-                  supernet_path=args.supernet, pretrained_path=args.pretrained, sensitivity_path=args.sensitivity)
+                  supernet_path=args.supernet, pretrained_path=args.pretrained, sensitivity_path=args.sensitivity,
+                  out_dir=args.out)
 
 
 def figure_runner(key: str) -> Callable[[Inputs], Figure]:
