@@ -1,0 +1,90 @@
+"""The zoo's other models (ResNet20, MobileNetV2, the ViT) through every stage, as a user runs
+them: one Snakemake sweep over ``sweep.models`` on a trimmed tiny profile, then the aggregate
+stage's methods-at-a-glance table and ``make bench``'s growth figure over the sweep's outputs.
+
+Trimmed from the tiny profile to keep the suite's time (the tiny profile over these three
+models takes about 13 minutes on 2 cores, mostly LionHEART's per-layer retraining on
+MobileNetV2's 53 layers): fewer images, one LionHEART threshold, two ODiMo lambdas, fewer
+programming seeds; every stage and every peer still runs on every model.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import REPO, TINY_PARAMS
+from test_workflow import _run, copy_repo
+
+ZOO = ["resnet20", "mobilenetv2", "vit_tiny"]
+
+
+def zoo_params() -> dict:
+    params = yaml.safe_load(TINY_PARAMS.read_text())
+    params["data"]["subset"] = {"train": 12, "val": 5, "test": 5}
+    params["pretrain"]["epochs"] = 1
+    params["adapt"].update({"fairness_epochs": 0.5, "noise_epochs": 0.5})
+    params["calibrate"].update({"drift_times": [86400.0], "repeats": 1})
+    params["search"].update({"budget": 4, "iterations": 1, "alpha_steps": 5, "val_examples": 50,
+                             "baselines": ["fp32", "analog_straight", "analog_hwa", "lionheart", "odimo"]})
+    params["search"]["lionheart"].update({"thresholds": [1.0], "epochs_per_round": 0.1})
+    params["search"]["odimo"].update({"lambdas": [0.0, 100.0], "search_epochs": 0.5, "finetune_epochs": 0.2})
+    params["evaluate"].update({"repeats": 1, "drift_times": [86400.0, 31536000.0]})
+    params["mlflow"]["experiment"] = "mps-zoo"
+    params["sweep"]["models"] = ZOO
+    return params
+
+
+def test_models_profile_is_the_default_run_over_the_zoo():
+    """config/params-models.yaml: params.yaml's budgets, every zoo model, its own output folder
+    and MLflow experiment (a models sweep never overwrites the default run's summary)."""
+    from mps.config import load_params
+
+    default, models = load_params(REPO / "params.yaml"), load_params(REPO / "config" / "params-models.yaml")
+    assert models.sweep.models == ["resnet8", *ZOO]
+    assert models.out_dir != default.out_dir and models.mlflow.experiment != default.mlflow.experiment
+    same = models.model_copy(update={"out_dir": default.out_dir, "mlflow": default.mlflow, "sweep": default.sweep})
+    assert same.digest() == default.digest()
+
+
+@pytest.fixture(scope="module")
+def zoo_run(tmp_path_factory, mlflow_db):
+    repo = copy_repo(tmp_path_factory.mktemp("zoo") / "repo", mlflow_db)
+    (repo / "params.yaml").write_text(yaml.safe_dump(zoo_params(), sort_keys=False))
+    _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default"], repo, timeout=1500)
+    return repo
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_every_zoo_model_runs_every_stage_and_is_summarised(zoo_run):
+    for model in ZOO:
+        run = zoo_run / "results" / "fashion-mnist" / model / "s0"
+        assert (run / "report" / "report.html").is_file(), model
+        results = pd.read_csv(run / "evaluate" / "results.csv")
+        assert {"fp32", "analog_straight", "analog_hwa", "mps", "lionheart", "odimo"} <= set(results["Method"]), model
+    glance = pd.read_csv(zoo_run / "results" / "summary" / "methods.csv")
+    for model in ZOO:
+        rows = glance[glance["Model"] == model].set_index("Method")
+        assert {"fp32", "analog_straight", "analog_hwa", "mps", "lionheart", "odimo"} <= set(rows.index), model
+        assert rows["Accuracy_last"].notna().all() and (rows.loc["mps", "Mapping_seconds"] > 0), model
+    # MobileNetV2's depthwise convolutions stay digital: its most analog network is not all analog
+    mnv2 = glance[(glance["Model"] == "mobilenetv2") & (glance["Method"] == "analog_straight")]
+    assert 50 < float(mnv2["Analog_MAC_Ratio_percent"].iloc[0]) < 100
+    assert "## Methods at a glance" in (zoo_run / "results" / "summary" / "summary.md").read_text()
+
+
+@pytest.mark.e2e
+@pytest.mark.slow
+def test_growth_figure_reads_the_sweep(zoo_run, tmp_path):
+    """`make bench`'s growth group on the sweep: per model its layers, each stage's time and each
+    method's mapping time, the LionHEART/MPS ratio, and the plot beside the report."""
+    out = tmp_path / "bench"
+    proc = _run(["python", "-m", "benchmarks.run", "--quick", "--only", "growth", "--out", str(out)], zoo_run)
+    assert proc.returncode == 0
+    report = next(out.glob("*-bench.md")).read_text()
+    for model in ZOO:
+        assert f"{model}: weight layers" in report and f"{model}: search wall time" in report
+        assert f"{model}: lionheart / mps mapping time" in report
+    assert len(list(out.glob("*-growth.png"))) == 1 and "-growth.png)" in report
