@@ -30,9 +30,10 @@ def test_quick_benchmark_writes_dated_table(tiny_data, tiny_pretrained, tiny_sup
     md = (out / f"{date}-bench.md").read_text()
     table = pd.read_csv(out / f"{date}-bench.csv", keep_default_na=False)
     for title in ("1. Mapping time", "2. The paper's accuracy claims", "3. Analog evaluation throughput",
-                  "4. Training step cost", "5. End to end", "## Machine", "torch_threads", "aihwkit"):
+                  "4. Training step cost", "5. End to end", "7. Growth with the network", "## Machine",
+                  "torch_threads", "aihwkit"):
         assert title in md
-    assert set(table["figure"]) == {"mapping", "claims", "throughput", "training", "e2e", "hwa_engine"}
+    assert set(table["figure"]) == {"mapping", "claims", "throughput", "training", "e2e", "hwa_engine", "growth"}
     assert not table["note"].str.contains("FAILED").any()
     # no evaluate run in the run dir: the claims figure says so instead of inventing numbers
     claim_rows = table[table["figure"] == "claims"]
