@@ -3,9 +3,14 @@ them: one Snakemake sweep over ``sweep.models`` on a trimmed tiny profile, then 
 stage's methods-at-a-glance table and ``make bench``'s growth figure over the sweep's outputs.
 
 Trimmed from the tiny profile to keep the suite's time (the tiny profile over these three
-models takes about 13 minutes on 2 cores, mostly LionHEART's per-layer retraining on
-MobileNetV2's 53 layers): fewer images, one LionHEART threshold, two ODiMo lambdas, fewer
-programming seeds; every stage and every peer still runs on every model.
+models takes about 13 minutes on 2 cores, mostly LionHEART's per-layer retraining and the
+per-layer calibration on MobileNetV2's 32 layers): the search runs MPS with the FP32 and
+straight-conversion references only (the peers run on ResNet8 in test_workflow and
+test_peer_baselines, and on every zoo model in the 13-minute sweep measured for the README),
+fewer calibration drift times and programming seeds, two jobs side by side on one thread each.
+The tiny profile's data and training budgets stay (with 12 training images per class and one
+pretraining epoch, MobileNetV2's adaptation diverged: the stage stopped with its "loss is nan"
+message).  Every stage runs on every model.
 """
 
 from __future__ import annotations
@@ -22,14 +27,9 @@ ZOO = ["resnet20", "mobilenetv2", "vit_tiny"]
 
 def zoo_params() -> dict:
     params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["data"]["subset"] = {"train": 12, "val": 5, "test": 5}
-    params["pretrain"]["epochs"] = 1
-    params["adapt"].update({"fairness_epochs": 0.5, "noise_epochs": 0.5})
     params["calibrate"].update({"drift_times": [86400.0], "repeats": 1})
     params["search"].update({"budget": 4, "iterations": 1, "alpha_steps": 5, "val_examples": 50,
-                             "baselines": ["fp32", "analog_straight", "analog_hwa", "lionheart", "odimo"]})
-    params["search"]["lionheart"].update({"thresholds": [1.0], "epochs_per_round": 0.1})
-    params["search"]["odimo"].update({"lambdas": [0.0, 100.0], "search_epochs": 0.5, "finetune_epochs": 0.2})
+                             "baselines": ["fp32", "analog_straight"]})
     params["evaluate"].update({"repeats": 1, "drift_times": [86400.0, 31536000.0]})
     params["mlflow"]["experiment"] = "mps-zoo"
     params["sweep"]["models"] = ZOO
@@ -52,7 +52,11 @@ def test_models_profile_is_the_default_run_over_the_zoo():
 def zoo_run(tmp_path_factory, mlflow_db):
     repo = copy_repo(tmp_path_factory.mktemp("zoo") / "repo", mlflow_db)
     (repo / "params.yaml").write_text(yaml.safe_dump(zoo_params(), sort_keys=False))
-    _run(["snakemake", "--cores", "2", "--workflow-profile", "workflow/profiles/default"], repo, timeout=1500)
+    # one thread a job, so two models' chains run side by side: a tiny stage is mostly one core
+    # importing torch, aihwkit and MLflow
+    one_thread = [f"{stage}=1" for stage in ("pretrain", "adapt", "calibrate", "search", "evaluate", "report")]
+    _run(["snakemake", "--cores", "2", "--set-threads", *one_thread, "--workflow-profile",
+          "workflow/profiles/default"], repo, timeout=1500)
     return repo
 
 
@@ -63,11 +67,11 @@ def test_every_zoo_model_runs_every_stage_and_is_summarised(zoo_run):
         run = zoo_run / "results" / "fashion-mnist" / model / "s0"
         assert (run / "report" / "report.html").is_file(), model
         results = pd.read_csv(run / "evaluate" / "results.csv")
-        assert {"fp32", "analog_straight", "analog_hwa", "mps", "lionheart", "odimo"} <= set(results["Method"]), model
+        assert {"fp32", "analog_straight", "mps"} <= set(results["Method"]), model
     glance = pd.read_csv(zoo_run / "results" / "summary" / "methods.csv")
     for model in ZOO:
         rows = glance[glance["Model"] == model].set_index("Method")
-        assert {"fp32", "analog_straight", "analog_hwa", "mps", "lionheart", "odimo"} <= set(rows.index), model
+        assert {"fp32", "analog_straight", "mps"} <= set(rows.index), model
         assert rows["Accuracy_last"].notna().all() and (rows.loc["mps", "Mapping_seconds"] > 0), model
     # MobileNetV2's depthwise convolutions stay digital: its most analog network is not all analog
     mnv2 = glance[(glance["Model"] == "mobilenetv2") & (glance["Method"] == "analog_straight")]
@@ -79,12 +83,12 @@ def test_every_zoo_model_runs_every_stage_and_is_summarised(zoo_run):
 @pytest.mark.slow
 def test_growth_figure_reads_the_sweep(zoo_run, tmp_path):
     """`make bench`'s growth group on the sweep: per model its layers, each stage's time and each
-    method's mapping time, the LionHEART/MPS ratio, and the plot beside the report."""
+    method's mapping time, and the plot beside the report."""
     out = tmp_path / "bench"
     proc = _run(["python", "-m", "benchmarks.run", "--quick", "--only", "growth", "--out", str(out)], zoo_run)
     assert proc.returncode == 0
     report = next(out.glob("*-bench.md")).read_text()
     for model in ZOO:
         assert f"{model}: weight layers" in report and f"{model}: search wall time" in report
-        assert f"{model}: lionheart / mps mapping time" in report
+        assert f"{model}: mps mapping time" in report
     assert len(list(out.glob("*-growth.png"))) == 1 and "-growth.png)" in report
