@@ -7,10 +7,11 @@ models takes about 13 minutes on 2 cores, mostly LionHEART's per-layer retrainin
 per-layer calibration on MobileNetV2's 32 layers): the search runs MPS with the FP32 and
 straight-conversion references only (the peers run on ResNet8 in test_workflow and
 test_peer_baselines, and on every zoo model in the 13-minute sweep measured for the README),
-fewer calibration drift times and programming seeds, two jobs side by side on one thread each.
-The tiny profile's data and training budgets stay (with 12 training images per class and one
-pretraining epoch, MobileNetV2's adaptation diverged: the stage stopped with its "loss is nan"
-message).  Every stage runs on every model.
+one adaptation step per phase, every scoring on 50 images with one programming seed, two jobs
+side by side on one thread each (MobileNetV2's chain of stages is the critical path). The tiny
+profile's data and pretraining stay (with 12 training images per class and one pretraining
+epoch, MobileNetV2's adaptation diverged: the stage stopped with its "loss is nan" message).
+Every stage runs on every model.
 """
 
 from __future__ import annotations
@@ -27,24 +28,32 @@ ZOO = ["resnet20", "mobilenetv2", "vit_tiny"]
 
 def zoo_params() -> dict:
     params = yaml.safe_load(TINY_PARAMS.read_text())
-    params["calibrate"].update({"drift_times": [86400.0], "repeats": 1})
+    # one fairness and one noise step; every scoring on 50 images, one programming seed
+    params["adapt"].update({"fairness_epochs": 0.1, "noise_epochs": 0.1, "evidence_examples": 50,
+                            "evidence_repeats": 1})
+    params["calibrate"].update({"drift_times": [86400.0], "repeats": 1, "val_examples": 50, "batch_size": 50,
+                                "bn_recalibration_batches": 1})
     params["search"].update({"budget": 4, "iterations": 1, "alpha_steps": 5, "val_examples": 50,
                              "baselines": ["fp32", "analog_straight"]})
-    params["evaluate"].update({"repeats": 1, "drift_times": [86400.0, 31536000.0]})
+    params["evaluate"].update({"repeats": 1, "drift_times": [86400.0, 31536000.0], "max_test_examples": 50,
+                               "batch_size": 50})
     params["mlflow"]["experiment"] = "mps-zoo"
     params["sweep"]["models"] = ZOO
     return params
 
 
 def test_models_profile_is_the_default_run_over_the_zoo():
-    """config/params-models.yaml: params.yaml's budgets, every zoo model, its own output folder
-    and MLflow experiment (a models sweep never overwrites the default run's summary)."""
+    """config/params-models.yaml: params.yaml's budgets, every zoo model, the MPAAS space (MPS and
+    MPAAS sets from one supernet), its own output folder and MLflow experiment (a models sweep
+    never overwrites the default run's summary)."""
     from mps.config import load_params
 
     default, models = load_params(REPO / "params.yaml"), load_params(REPO / "config" / "params-models.yaml")
     assert models.sweep.models == ["resnet8", *ZOO]
+    assert models.space.search_space == "mpaas" and default.space.search_space == "mps"
     assert models.out_dir != default.out_dir and models.mlflow.experiment != default.mlflow.experiment
-    same = models.model_copy(update={"out_dir": default.out_dir, "mlflow": default.mlflow, "sweep": default.sweep})
+    same = models.model_copy(update={"out_dir": default.out_dir, "mlflow": default.mlflow, "sweep": default.sweep,
+                                     "space": default.space})
     assert same.digest() == default.digest()
 
 

@@ -9,8 +9,14 @@ training batches with aihwkit's own ``calibrate_input_ranges``, type ``CACHE_QUA
 99.995 % quantile of the tile's inputs, aihwkit's defaults).
 
 Layers are calibrated one after another in forward order, each on the inputs it receives
-from the already calibrated layers before it (one forward pass per layer, stopped at that
-layer).  A calibrated tile counts as initialised: its ``input_range_update_idx`` is set to
+from the already calibrated layers before it.  All calibration batches go through the network
+together, in one forward pass: a hook calibrates each analog layer on its input (split back
+into the batches) just before the layer computes, so the layers after it see the calibrated
+layer.  The earlier version ran one forward pass per layer, stopped at that layer: the same
+inputs up to the output-noise draws of the layers before, but a cost quadratic in depth
+(MobileNetV2's 22 analog layers: 17 s per calibration against 2 s now, on the tiny profile).
+BatchNorm is in eval mode, so a layer's input does not depend on how the batches are grouped.
+A calibrated tile counts as initialised: its ``input_range_update_idx`` is set to
 ``init_from_data``, so hardware-aware training starts from the calibrated range instead of
 re-initialising it from data, and a model rebuilt from its state dict behaves the same.
 """
@@ -26,10 +32,6 @@ from mps.analog.direct import has_static_ranges
 from mps.analog.tiles import analog_layers
 
 
-class _Captured(Exception):
-    """Stops a forward pass once the layer being calibrated has seen its input."""
-
-
 def _callers(model: nn.Module) -> dict[int, nn.Module]:
     """For each analog layer, the module that calls it with its own input (the operator), or
     the layer itself: where a pre-hook sees the layer's input whatever engine computes it."""
@@ -41,12 +43,24 @@ def _callers(model: nn.Module) -> dict[int, nn.Module]:
     return owners
 
 
+def _calibrate_layer(layer: nn.Module, batches: list[torch.Tensor], seed: int) -> None:
+    """aihwkit's CACHE_QUANTILE calibration of one layer's tiles on ``batches`` of its input."""
+    tiles = list(layer.analog_tiles())
+    init_batches = [t.rpu_config.pre_post.input_range.init_from_data for t in tiles]
+    torch.manual_seed(seed)  # aihwkit's cache subsamples with the global generator
+    aihwkit_calibrate(layer, InputRangeCalibrationType.CACHE_QUANTILE, [((xb,), {}) for xb in batches])
+    for tile, init in zip(tiles, init_batches):  # aihwkit turns init_from_data off; the index says it
+        tile.rpu_config.pre_post.input_range.init_from_data = init
+        tile.input_range_update_idx.data.fill_(float(init))
+
+
 @torch.no_grad()
 def calibrate_ranges(model: nn.Module, x: torch.Tensor, batches: int = 4, batch_size: int = 128,
                      seed: int = 0) -> int:
     """Calibrate the static input ranges of every analog layer of ``model`` on the first
     ``batches`` batches of ``x`` (training examples); returns how many layers were calibrated.
-    Layers with dynamic scaling (no input range) are left alone."""
+    Layers with dynamic scaling (no input range) are left alone, and so are layers the forward
+    pass does not reach (e.g. an inactive path of a supernet)."""
     layers = [layer for layer in analog_layers(model) if has_static_ranges(layer)]
     if not layers or x is None or len(x) == 0:
         return 0
@@ -54,33 +68,24 @@ def calibrate_ranges(model: nn.Module, x: torch.Tensor, batches: int = 4, batch_
     model.eval()
     owners = _callers(model)
     device = next(model.parameters()).device
-    inputs = [x[i:i + batch_size].to(device) for i in range(0, min(len(x), batches * batch_size), batch_size)]
+    data = x[:batches * batch_size].to(device)
+    done: set[int] = set()
+
+    def calibrate_before_use(layer: nn.Module):
+        def hook(_module, args):
+            if id(layer) in done:  # calibrated already (a layer called twice, or aihwkit's own pass)
+                return
+            done.add(id(layer))
+            _calibrate_layer(layer, list(args[0].detach().split(batch_size)), seed)
+        return hook
+
+    handles = [owners.get(id(layer), layer).register_forward_pre_hook(calibrate_before_use(layer))
+               for layer in layers]
     try:
-        for layer in layers:
-            seen: list[torch.Tensor] = []
-
-            def grab(_module, args, seen=seen):
-                seen.append(args[0].detach())
-                raise _Captured
-
-            handle = owners.get(id(layer), layer).register_forward_pre_hook(grab)
-            try:
-                for xb in inputs:
-                    try:
-                        model(xb)
-                    except _Captured:
-                        pass
-            finally:
-                handle.remove()
-            if not seen:
-                continue  # a layer no forward reaches (e.g. an inactive path of a supernet)
-            tiles = list(layer.analog_tiles())
-            init_batches = [t.rpu_config.pre_post.input_range.init_from_data for t in tiles]
-            torch.manual_seed(seed)  # aihwkit's cache subsamples with the global generator
-            aihwkit_calibrate(layer, InputRangeCalibrationType.CACHE_QUANTILE, [((xb,), {}) for xb in seen])
-            for tile, init in zip(tiles, init_batches):  # aihwkit turns init_from_data off; the index says it
-                tile.rpu_config.pre_post.input_range.init_from_data = init
-                tile.input_range_update_idx.data.fill_(float(init))
+        torch.manual_seed(seed)
+        model(data)
     finally:
+        for handle in handles:
+            handle.remove()
         model.train(was_training)
     return len(layers)
