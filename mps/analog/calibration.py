@@ -14,7 +14,7 @@ together, in one forward pass: a hook calibrates each analog layer on its input 
 into the batches) just before the layer computes, so the layers after it see the calibrated
 layer.  The earlier version ran one forward pass per layer, stopped at that layer: the same
 inputs up to the output-noise draws of the layers before, but a cost quadratic in depth
-(MobileNetV2's 22 analog layers: 17 s per calibration against 2 s now, on the tiny profile).
+(MobileNetV2's 22 analog layers, 512 images, one thread: 88 s before, 10 s now).
 BatchNorm is in eval mode, so a layer's input does not depend on how the batches are grouped.
 A calibrated tile counts as initialised: its ``input_range_update_idx`` is set to
 ``init_from_data``, so hardware-aware training starts from the calibrated range instead of
