@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import ctypes.util
+import hashlib
 import os
 import random
 import signal
@@ -30,6 +31,17 @@ def seed_everything(seed: int) -> torch.Generator:
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
+
+
+def derived_seed(seed: int, name: str) -> int:
+    """A seed of its own for the part ``name`` of a run seeded ``seed``.
+
+    Seeding each part (a search method, say) from the run seed and its name makes its random
+    draws independent of which parts ran before it in the same process: a resumed stage, or a
+    run with a shorter method list, gives each remaining part the draws it has in the full run.
+    """
+    digest = hashlib.sha256(f"{seed}|{name}".encode()).hexdigest()
+    return int(digest[:8], 16) % (2**31 - 1)
 
 
 def available_cpus() -> int:

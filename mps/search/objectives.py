@@ -19,7 +19,6 @@ model and never count against the budget.
 
 from __future__ import annotations
 
-import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
@@ -30,6 +29,7 @@ from torch import nn
 from mps.cost_model import MappingCosts
 from mps.evaluation import EvalSet, drift_accuracy_grid
 from mps.pareto import objective_senses, to_minimization
+from mps.runtime import derived_seed
 
 if TYPE_CHECKING:
     from mps.cost_model import HardwareProfile
@@ -50,8 +50,7 @@ def mapping_key(mapping: Mapping[str, str]) -> str:
 
 def mapping_seed(mapping: Mapping[str, str], seed: int) -> int:
     """Programming-noise seed of a mapping: fixed by the mapping and the run seed alone."""
-    digest = hashlib.sha256(f"{seed}|{mapping_key(mapping)}".encode()).hexdigest()
-    return int(digest[:8], 16) % (2**31 - 1)
+    return derived_seed(seed, mapping_key(mapping))
 
 
 def cost_objectives(costs: MappingCosts) -> dict[str, float]:

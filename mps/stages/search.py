@@ -49,7 +49,7 @@ from mps.config import ConfigError, Params, SearchConfig
 from mps.cost_model import parse_hardware_profile
 from mps.pareto import (DEFAULT_REF, normalized_hypervolume, objective_senses, pareto_ranks, report_bounds,
                         to_minimization)
-from mps.runtime import seed_everything
+from mps.runtime import derived_seed, seed_everything
 from mps.search.baselines import (FP32, fp32_baseline, fp32_mapping, greedy_search, hwa_baseline, nsga2_population,
                                   nsga2_search, random_search, read_sensitivity, sensitivity_order, straight_baseline,
                                   uniform_baseline)
@@ -97,7 +97,13 @@ class SearchContext:
 
 
 def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
-    """Run one method within ``evaluator``'s budget; time it, evaluations included."""
+    """Run one method within ``evaluator``'s budget; time it, evaluations included.
+
+    The global random state is reseeded per method (from the run seed and the method's name):
+    aihwkit's training noise draws from it, and ODiMo's searches, which nothing else reseeds,
+    depended on the methods before them and on a resume until 2026-12-03.
+    """
+    seed_everything(derived_seed(ctx.seed, method))
     t0 = time.perf_counter()
     if method == "mpaas":  # MPS over the extended space, adapted candidates included
         result = mps_search(ctx.supernet, evaluator, ctx.cfg, ctx.seed, method="mpaas")
