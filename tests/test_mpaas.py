@@ -223,6 +223,20 @@ def test_mixture_mode_mixes_operators_of_different_widths():
     assert supernet(torch.randn(2, 1, 28, 28)).shape == (2, 10)
 
 
+def test_mixture_of_the_plain_space_is_the_plain_network():
+    """An excluded operator (alpha -1e4) leaves the mixture: with every operator but fp16
+    excluded, the mixture is the fp16 path, attention blocks included (a zero-padded wide
+    width would scramble the heads of ``qkv``)."""
+    supernet = _supernet("vit_tiny")
+    supernet.eval()
+    x = torch.randn(2, 1, 28, 28)
+    with supernet.excluding({WIDE, "analog", "int8", "skip"}), torch.no_grad():
+        supernet.set_mapping(supernet.uniform_mapping("fp16"))
+        fixed = supernet(x)
+        supernet.set_mode("mixture")
+        assert torch.allclose(supernet(x), fixed, atol=1e-5)
+
+
 def test_mpaas_runs_through_adapt_search_and_evaluate(tiny_data, tiny_pretrained, tmp_path):
     """The tiny profile with search_space: mpaas: the adapted supernet has pairs, the search
     writes both an ``mps`` (plain operators) and an ``mpaas`` Pareto set, evaluate tables them

@@ -22,7 +22,14 @@ Forward modes (:attr:`ChoiceLayer.mode`):
 Operators of other widths (the MPAAS ``analog_wide`` candidate, :mod:`mps.supernet.adapted`):
 in ``fixed`` mode the mapping guarantees matching widths (tied pairs); in the relaxed modes
 each operator reads the first features of the input it expects and outputs are zero-padded
-to the widest before they are mixed.
+to the widest before they are mixed.  In ``mixture`` mode an operator whose weight is exactly
+zero (an excluded one: :meth:`Supernet.excluding` sets its alpha to -1e4) is left out, so a
+search of the plain space on an MPAAS supernet (ODiMo's) mixes plain widths only.  Padding at
+the end is right for pairs of one block (an MLP's hidden width, a conv block's channels) but
+not for an attention block's ``qkv``, whose outputs the block splits into 3 x heads equal
+blocks: padded narrow outputs would land in the wrong heads.  Measured on the ViT before this
+rule (2026-12-03): the mixture of two near-identical operators (int8 and fp16, uniform
+weights) had cross-entropy 4.4 where either alone had 0.33, and ODiMo ended at chance.
 """
 
 from __future__ import annotations
@@ -81,9 +88,12 @@ class ChoiceLayer(nn.Module):
         else:
             raise ValueError(f"unknown mode {self.mode!r}; use one of {MODES}")
         dim = 1 if self.info.kind == "conv" else -1
-        width = max(o for _, o in self.widths.values())
+        terms = list(zip(weights, self.ops.items()))
+        if self.mode == "mixture":  # a zero softmax weight adds no value and no gradient (module docstring)
+            terms = [t for t in terms if float(t[0].detach()) != 0.0] or terms
+        width = max(self.widths[name][1] for _, (name, _) in terms)
         out = None
-        for w, (name, op) in zip(weights, self.ops.items()):
+        for w, (name, op) in terms:
             y = w * fit_width(op(fit_width(x, self.widths[name][0], dim)), width, dim)
             out = y if out is None else out + y
         return out
