@@ -72,6 +72,49 @@ def skip_free_round0(supernet) -> None:
     supernet.sample_mapping = types.MethodType(sample, supernet)
 
 
+def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int], variant: str = "default",
+          min_analog: float = 0.7, log=print) -> list[dict]:
+    """One row per (budget, search seed): the search's set and its pick measured on the test subset."""
+    cfg = params.search
+    if variant == "val2000":
+        cfg = cfg.model_copy(update={"val_examples": 2000})
+    if variant == "no-skip-round0":
+        skip_free_round0(supernet)
+    val = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
+                   device=params.device, **evaluation_options(params))
+    ev_cfg = params.evaluate
+    test = eval_set(splits, "test", ev_cfg.max_test_examples, params.seed, ev_cfg.batch_size,
+                    calib_batches=ev_cfg.bn_recalibration_batches, device=params.device, **evaluation_options(params))
+    measured: dict[str, list[float]] = {}
+    rows = []
+    MemoEvaluator.memo = {}
+    for budget in budgets:
+        for seed in seeds:
+            ev = MemoEvaluator(supernet, val, profile, cfg.objectives, cfg.drift_time, budget, params.seed,
+                               name="mps", show_progress=False)
+            t0 = time.perf_counter()
+            with supernet.excluding({WIDE}):
+                result = mps_search(supernet, ev, cfg, seed, log=lambda _msg: None)
+            seconds = time.perf_counter() - t0
+            enough = [e for e in result.selected if e.objectives["analog_mac_ratio"] >= min_analog]
+            row = {"variant": variant, "budget": budget, "seed": seed, "search_seconds": round(seconds, 1),
+                   "with_skip": sum("skip" in e.mapping.values() for e in ev.history),
+                   "selected": [(e.accuracy, round(e.objectives["analog_mac_ratio"], 3)) for e in result.selected]}
+            if enough:
+                pick = max(enough, key=lambda e: e.accuracy)
+                key = mapping_key(pick.mapping)
+                if key not in measured:
+                    grid = drift_accuracy_grid(extract(supernet, pick.mapping), test, [DAY, YEAR], ev_cfg.repeats,
+                                               params.seed)
+                    measured[key] = [round(float(v), 2) for v in (grid[:, 0].mean(), grid[:, 0].std(),
+                                                                   grid[:, 1].mean(), grid[:, 1].std())]
+                row.update(pick_val=pick.accuracy, pick_analog=round(pick.objectives["analog_mac_ratio"], 3),
+                           pick_test_1d_mean_std_1y_mean_std=measured[key], pick=pick.mapping)
+            log(json.dumps(row))
+            rows.append(row)
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.mps_pick_study", description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
@@ -86,41 +129,9 @@ def main(argv: list[str] | None = None) -> int:
     data_dir = args.data_dir or args.run_dir.parents[2] / "data" / params.data.dataset
     splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, args.run_dir / "adapt" / "supernet.pt",
                                                      args.run_dir / "pretrain" / "model.pt")
-    profile = parse_hardware_profile(ckpt["profile"])
-    cfg = params.search
-    if args.variant == "val2000":
-        cfg = cfg.model_copy(update={"val_examples": 2000})
-    if args.variant == "no-skip-round0":
-        skip_free_round0(supernet)
-    val = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
-                   device=params.device, **evaluation_options(params))
-    ev_cfg = params.evaluate
-    test = eval_set(splits, "test", ev_cfg.max_test_examples, params.seed, ev_cfg.batch_size,
-                    calib_batches=ev_cfg.bn_recalibration_batches, device=params.device, **evaluation_options(params))
-    measured: dict[str, list[float]] = {}
-    for budget in (int(b) for b in args.budgets.split(",")):
-        for seed in (int(s) for s in args.seeds.split(",")):
-            ev = MemoEvaluator(supernet, val, profile, cfg.objectives, cfg.drift_time, budget, params.seed,
-                               name="mps", show_progress=False)
-            t0 = time.perf_counter()
-            with supernet.excluding({WIDE}):
-                result = mps_search(supernet, ev, cfg, seed, log=lambda _msg: None)
-            seconds = time.perf_counter() - t0
-            enough = [e for e in result.selected if e.objectives["analog_mac_ratio"] >= args.min_analog]
-            row = {"variant": args.variant, "budget": budget, "seed": seed, "search_seconds": round(seconds, 1),
-                   "with_skip": sum("skip" in e.mapping.values() for e in ev.history),
-                   "selected": [(e.accuracy, round(e.objectives["analog_mac_ratio"], 3)) for e in result.selected]}
-            if enough:
-                pick = max(enough, key=lambda e: e.accuracy)
-                key = mapping_key(pick.mapping)
-                if key not in measured:
-                    grid = drift_accuracy_grid(extract(supernet, pick.mapping), test, [DAY, YEAR], ev_cfg.repeats,
-                                               params.seed)
-                    measured[key] = [round(float(v), 2) for v in (grid[:, 0].mean(), grid[:, 0].std(),
-                                                                   grid[:, 1].mean(), grid[:, 1].std())]
-                row.update(pick_val=pick.accuracy, pick_analog=round(pick.objectives["analog_mac_ratio"], 3),
-                           pick_test_1d_mean_std_1y_mean_std=measured[key], pick=pick.mapping)
-            print(json.dumps(row), flush=True)
+    study(params, splits, supernet, parse_hardware_profile(ckpt["profile"]),
+          [int(b) for b in args.budgets.split(",")], [int(s) for s in args.seeds.split(",")], args.variant,
+          args.min_analog, log=lambda line: print(line, flush=True))
     return 0
 
 

@@ -164,3 +164,29 @@ def test_collapse_study_measures_what_the_evaluator_reports(tiny_data, tiny_pret
     for r in rows:
         assert r["best single-layer repair"] in {n.removesuffix(".layer") for n in infos} | set(infos)
         assert 0.0 <= r["first layer, no DC"] <= 100.0 and 0.0 <= r["first layer, DC only"] <= 100.0
+
+
+def test_mps_pick_study_measures_the_pick_as_the_evaluator_does(tiny_data, tiny_supernet):
+    """The MPS pick study (benchmarks/mps_pick_study.py) on the tiny supernet: one row per search
+    seed, and each pick's test figure is the shared evaluator's for that mapping."""
+    from benchmarks import mps_pick_study
+    from mps.cost_model import parse_hardware_profile
+    from mps.evaluation import drift_accuracy_grid
+    from mps.stages.common import eval_set, evaluation_options, load_splits
+    from mps.supernet import extract, load_supernet
+
+    params = tiny_params(**{"search.val_examples": 40, "search.alpha_steps": 10, "search.extraction_samples": 64,
+                            "evaluate.max_test_examples": 100, "evaluate.repeats": 2})
+    splits = load_splits(tiny_data)
+    supernet, ckpt = load_supernet(tiny_supernet)
+    rows = mps_pick_study.study(params, splits, supernet, parse_hardware_profile(ckpt["profile"]), [6], [0, 1],
+                                min_analog=0.0, log=lambda _line: None)
+    assert [(r["budget"], r["seed"]) for r in rows] == [(6, 0), (6, 1)]
+    ev = params.evaluate
+    test = eval_set(splits, "test", ev.max_test_examples, params.seed, ev.batch_size,
+                    calib_batches=ev.bn_recalibration_batches, device="cpu", **evaluation_options(params))
+    for r in rows:
+        assert 0 <= r["with_skip"] <= 6 and r["pick_val"] == max(a for a, _ in r["selected"])
+        grid = drift_accuracy_grid(extract(supernet, r["pick"]), test, [86400.0, 31536000.0], 2, params.seed)
+        assert r["pick_test_1d_mean_std_1y_mean_std"][0] == pytest.approx(round(float(grid[:, 0].mean()), 2))
+        assert r["pick_test_1d_mean_std_1y_mean_std"][2] == pytest.approx(round(float(grid[:, 1].mean()), 2))
