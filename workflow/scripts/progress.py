@@ -29,16 +29,18 @@ def estimate(mps: str, params: str, models: list[str] | None = None) -> dict[str
     """Expected seconds per stage from ``mps estimate`` (an empty dict, and a note, if it fails:
     the line then counts stages without a time estimate).  With several ``models`` (a sweep over
     models) each is estimated on its own, keyed ``<stage>/<model>``: a ResNet20 stage is not a
-    ResNet8 one."""
+    ResNet8 one.  A sweep of one model is estimated as that model, not as ``model.name`` (a
+    profile may sweep ``[resnet20]`` while its scalar model stays ``resnet8``)."""
     cmd = [*mps.split(), "estimate", "--params", params]
-    several = models is not None and len(models) > 1
-    if several:
-        cmd += [arg for m in models for arg in ("--model", m)]
+    models = list(models or [])
+    cmd += [arg for m in models for arg in ("--model", m)]
     try:
         out = json.loads(subprocess.run(cmd, capture_output=True, text=True, check=True,
-                                        timeout=300 * (len(models) if several else 1)).stdout.strip().splitlines()[-1])
-        if several:
+                                        timeout=300 * max(1, len(models))).stdout.strip().splitlines()[-1])
+        if len(models) > 1:
             return {f"{stage}/{model}": float(v) for model, stages in out.items() for stage, v in stages.items()}
+        if models:
+            out = out[models[0]]
         return {str(k): float(v) for k, v in out.items()}
     except (OSError, subprocess.SubprocessError, ValueError, IndexError, AttributeError) as exc:
         print(f"[mps] no time estimate ({type(exc).__name__}); the progress line counts stages only", file=sys.stderr)
