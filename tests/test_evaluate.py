@@ -333,3 +333,30 @@ def test_bad_mappings_fail_before_any_output(supernet, tiny_data, tiny_supernet,
     with pytest.raises(MappingError, match="also used by"):
         run(dup)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_network_named_twice_is_scored_once(supernet, tiny_data, tiny_supernet, tiny_pretrained, tmp_path):
+    """The ``analog`` baseline and MPS's all-analog path (or one mapping in the MPS and MPAAS
+    sets) name the same network: it is scored once, and the copy's grid is the grid a
+    second evaluation would give.  The same layers realised from another source are another network."""
+    from mps.supernet import MappingFile
+
+    sn, _ = supernet
+    analog = sn.uniform_mapping("analog")
+    both = _write_mappings(tmp_path / "both", sn, {"analog": analog, "mps-02": analog})
+    other = _write_mappings(tmp_path / "other", sn, {"analog": analog})
+    MappingFile(sn.meta["model_id"], "straight", "analog_straight", analog, source="pretrained").save(
+        other / "straight.json")
+    a, straight = ev.load_candidates(other, sn.meta["model_id"], sn.allowed, sn.ties)
+    assert a.network != straight.network
+
+    params = _params(**{"evaluate.repeats": 1})
+    summary = ev.run(params, tiny_data, tiny_supernet, tiny_pretrained, both, tmp_path / "out", tmp_path / "w",
+                     NullTracker())
+    assert summary["evaluated"] == ["analog"] and summary["shared"] == ["mps-02"]
+    assert "mps-02" in summary["summary"]
+    drift = pd.read_csv(tmp_path / "out" / "drift.csv").set_index(["mapping", "drift_time", "repeat"])["accuracy"]
+    alone = _write_mappings(tmp_path / "alone", sn, {"mps-02": analog})
+    ev.run(params, tiny_data, tiny_supernet, tiny_pretrained, alone, tmp_path / "out2", tmp_path / "w2", NullTracker())
+    again = pd.read_csv(tmp_path / "out2" / "drift.csv").set_index(["mapping", "drift_time", "repeat"])["accuracy"]
+    assert drift.loc["mps-02"].equals(again.loc["mps-02"]) and drift.loc["mps-02"].equals(drift.loc["analog"])

@@ -16,6 +16,10 @@ built with).
   network; every other mapping is extracted from the supernet.  All but the FP32 baseline
   have their BN statistics re-estimated (the supernet's shared BN fits no single path, and
   an analog network's statistics shift with its noise).
+* A mapping that names the same network as one already scored (same source, same layers, the
+  same trained weights: e.g. the ``analog`` baseline and MPS's all-analog path, or one mapping
+  in both the MPS and the MPAAS set) gets that grid again instead of a second evaluation: every
+  mapping is scored with the same seeds, so the grid would be the same to the last bit.
 * Resumable: after each mapping its rows go into ``evaluate-partial.json`` in the work
   folder (rewritten atomically); a rerun skips mappings already there when the inputs'
   digest and the mapping file's checksum still match, and the folder is cleared at the end.
@@ -81,6 +85,7 @@ class Candidate:
     path: Path
     mapping: MappingFile
     checksum: str
+    network: str  # what is evaluated: source, layers and trained weights (equal = same grid)
 
     @property
     def name(self) -> str:
@@ -121,13 +126,16 @@ def load_candidates(mappings_dir: Path, model_id: str, allowed: dict[str, list[s
                                "fix: give each mapping file a unique name")
         seen[mapping.name] = path
         checksum = sha256_file(path)
+        source = "pretrained" if mapping.from_pretrained else "supernet"
         if mapping.weights_file is not None:
             weights = path.parent / mapping.weights_file
             if not weights.is_file():
                 raise MappingError(f"{path}: its trained network {weights.name} is missing; "
                                    "fix: rerun 'mps search' (it writes both)")
-            checksum += sha256_file(weights)
-        out.append(Candidate(path, mapping, checksum))
+            source = sha256_file(weights)
+            checksum += source
+        network = json.dumps({"source": source, "layers": mapping.layers}, sort_keys=True)
+        out.append(Candidate(path, mapping, checksum, network))
     return out
 
 
@@ -372,13 +380,18 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     model_name = str(supernet.meta.get("model_name", params.model.name))
     results, drifts = [], []
     grids: dict[str, np.ndarray] = {}
-    evaluated, resumed = [], []
+    scored: dict[str, str] = {}  # network -> the first mapping that scored it
+    evaluated, resumed, shared = [], [], []
     for candidate in progress(candidates, "evaluate mappings", total=len(candidates)):
         costs = costs_of[candidate.name]
         record = partial.get(candidate)
+        same = scored.get(candidate.network)
         if record is not None:
             grid = np.asarray(record["grid"], dtype=float)
             resumed.append(candidate.name)
+        elif same is not None:
+            grid = grids[same]
+            shared.append(candidate.name)
         else:
             with profile_t.section("build"):
                 model = build_model(candidate, supernet, pretrained_path, profile, splits, params)
@@ -388,6 +401,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
             del model
             partial.add(candidate, {"grid": grid.tolist()})
             evaluated.append(candidate.name)
+        scored.setdefault(candidate.network, candidate.name)
         grids[candidate.name] = grid
         results.append(result_row(model_name, candidate, grid, drift_times, cfg.reference_time, costs))
         drifts += drift_rows(candidate, grid, drift_times)
@@ -395,7 +409,8 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
         ref = drift_times.index(cfg.reference_time)
         print(f"evaluate: {candidate.name} ({candidate.mapping.method}): "
               f"{grid[:, ref].mean():.2f}±{grid[:, ref].std():.2f} % at {drift_label(cfg.reference_time)}, "
-              f"analog MACs {costs.analog_mac_ratio_percent:.1f} %" + (" [resumed]" if record is not None else ""))
+              f"analog MACs {costs.analog_mac_ratio_percent:.1f} %" + (" [resumed]" if record is not None else "")
+              + (f" [the network of {same}]" if record is None and same is not None else ""))
 
     results_df = pd.DataFrame(results, columns=RESULT_COLUMNS)
     drift_df = pd.DataFrame(drifts, columns=DRIFT_COLUMNS)
@@ -412,6 +427,8 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     for name in ("results.csv", "drift.csv", "metrics.json", "methods.json"):
         tracker.log_artifact(out_dir / name)
     line = profile_t.summary(total, len(evaluated), len(resumed))
+    if shared:
+        line += f"; {len(shared)} mapping(s) named a network already scored: {', '.join(shared)}"
     print(line)
-    return {"metrics": metrics, "evaluated": evaluated, "resumed": resumed,
+    return {"metrics": metrics, "evaluated": evaluated, "resumed": resumed, "shared": shared,
             "timing": {**profile_t.as_metrics(), "evaluate_seconds": round(total, 3)}, "summary": line}
