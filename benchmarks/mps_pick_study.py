@@ -44,7 +44,9 @@ YEAR, DAY = 31536000.0, 86400.0
 class MemoEvaluator(ObjectiveEvaluator):
     """The search's evaluator with a memo shared across searches (counted against each budget)."""
 
-    memo: dict = {}
+    def __init__(self, *args, memo: dict, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.memo = memo  # mapping key -> Evaluation, one study's
 
     def evaluate(self, mapping, build=None, recalibrate=True):
         key = mapping_key(mapping)
@@ -87,11 +89,11 @@ def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int
                     calib_batches=ev_cfg.bn_recalibration_batches, device=params.device, **evaluation_options(params))
     measured: dict[str, list[float]] = {}
     rows = []
-    MemoEvaluator.memo = {}
+    memo: dict = {}
     for budget in budgets:
         for seed in seeds:
             ev = MemoEvaluator(supernet, val, profile, cfg.objectives, cfg.drift_time, budget, params.seed,
-                               name="mps", show_progress=False)
+                               name="mps", show_progress=False, memo=memo)
             t0 = time.perf_counter()
             with supernet.excluding({WIDE}):
                 result = mps_search(supernet, ev, cfg, seed, log=lambda _msg: None)
