@@ -43,6 +43,7 @@ class Inputs:
     pretrained_path: Path | None = None
     sensitivity_path: Path | None = None
     out_dir: Path | None = None   # where the report goes; a figure may save its plot there
+    params_path: Path | None = None  # the params file ``params`` came from (figures that run `mps` stages)
 
     def __post_init__(self) -> None:
         self.supernet_path = self.supernet_path or self.run_dir / "adapt" / "supernet.pt"

@@ -71,7 +71,7 @@ def build_inputs(args: argparse.Namespace) -> Inputs:
                   data_dir=Path(args.data_dir or root / "data" / params.data.dataset),
                   bench_dir=Path(args.bench_dir or root / "benchmarks"), runs=runs, threads=threads,
                   supernet_path=args.supernet, pretrained_path=args.pretrained, sensitivity_path=args.sensitivity,
-                  out_dir=args.out)
+                  out_dir=args.out, params_path=Path(args.params))
 
 
 def figure_runner(key: str) -> Callable[[Inputs], Figure]:

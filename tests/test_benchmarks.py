@@ -190,3 +190,35 @@ def test_mps_pick_study_measures_the_pick_as_the_evaluator_does(tiny_data, tiny_
         grid = drift_accuracy_grid(extract(supernet, r["pick"]), test, [86400.0, 31536000.0], 2, params.seed)
         assert r["pick_test_1d_mean_std_1y_mean_std"][0] == pytest.approx(round(float(grid[:, 0].mean()), 2))
         assert r["pick_test_1d_mean_std_1y_mean_std"][2] == pytest.approx(round(float(grid[:, 1].mean()), 2))
+
+
+def test_mapping_times_are_remeasured_with_the_pipelines_own_commands(tiny_data, tiny_pretrained, tmp_path):
+    """Group 1 re-runs `mps adapt` and `mps search` (LionHEART and ODiMo as its baselines) from the
+    run's pretrained checkpoint and reads each method's mapping time from that search's record."""
+    from benchmarks.common import Figure
+    from benchmarks.mapping import remeasured_mapping_times
+
+    import yaml
+
+    # the tiny profile with less to score and one search per peer setting: the test is of the harness
+    params = yaml.safe_load(TINY_PARAMS.read_text())
+    params["adapt"].update({"evidence_examples": 50, "evidence_repeats": 1})
+    params["search"].update({"budget": 4, "val_examples": 50, "baselines": ["fp32"]})
+    params["search"]["lionheart"].update({"thresholds": [4.0]})
+    params["search"]["odimo"].update({"lambdas": [0.0, 100.0]})
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(params, sort_keys=False))
+    inp = Inputs(tiny_params(), False, tmp_path / "no-run", tiny_data, tmp_path, 1, 1, params_path=path,
+                 pretrained_path=tiny_pretrained)
+    fig, logged = Figure("mapping", "t", "x"), []
+    times = remeasured_mapping_times(fig, inp, log=logged.append)
+    assert set(times) == {"mps", "lionheart", "odimo"} and all(s.n == 1 and s.median > 0 for s in times.values())
+    got = {r.measure: r for r in fig.rows}
+    for peer in ("lionheart", "odimo"):
+        assert got[f"ratio {peer} / mps mapping time (re-measured)"].value == pytest.approx(
+            times[peer].median / times["mps"].median)
+    assert [m.split(": ")[-1] for m in logged] == ["mps adapt ...", "mps search ..."]
+    # no params file to hand to the stages: one row says so, nothing runs
+    missing = Figure("mapping", "t", "x")
+    assert remeasured_mapping_times(missing, Inputs(tiny_params(), False, tmp_path, tiny_data, tmp_path, 1, 1)) == {}
+    assert missing.rows[0].value == "n/a" and "fix" in missing.rows[0].note
