@@ -42,7 +42,7 @@ def estimate(mps: str, params: str, models: list[str] | None = None) -> dict[str
         if models:
             out = out[models[0]]
         return {str(k): float(v) for k, v in out.items()}
-    except (OSError, subprocess.SubprocessError, ValueError, IndexError, AttributeError) as exc:
+    except (OSError, subprocess.SubprocessError, ValueError, IndexError, KeyError, TypeError, AttributeError) as exc:
         print(f"[mps] no time estimate ({type(exc).__name__}); the progress line counts stages only", file=sys.stderr)
         return {}
 
