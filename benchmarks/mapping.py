@@ -22,6 +22,7 @@ from pathlib import Path
 import pandas as pd
 
 from benchmarks.common import BenchmarkError, Figure, Inputs, Stats, ratio
+from benchmarks.growth import PAPER_MAPPING_TIME
 from benchmarks.pipeline import stage_seconds
 
 TITLE = "1. Mapping time: MPS vs LionHEART and ODiMo, greedy sensitivity mapper and NSGA-II (same budget)"
@@ -71,6 +72,8 @@ def compute_sensitivity(inp: Inputs, supernet, splits, drift_time: float) -> tup
 
 
 PEERS = ("lionheart", "odimo")
+_PAPER = PAPER_MAPPING_TIME["resnet8"]  # the paper's search_time.csv (benchmarks.growth)
+PAPER_RATIOS = f"paper (ResNet8): LionHEART {_PAPER['lionheart']:.1f}, ODiMo {_PAPER['odimo']:.1f}"
 
 
 def recorded_mapping_times(fig: Figure, inp: Inputs) -> None:
@@ -102,7 +105,7 @@ def recorded_mapping_times(fig: Figure, inp: Inputs) -> None:
                 note="its whole retrain-and-test loop" if peer == "lionheart" else "adapt + its training per lambda")
         fig.add(f"{peer}: hypervolume recorded by the search stage", entry["hypervolume"], "normalised")
         fig.add(f"ratio {peer} / mps mapping time (recorded)", entry["mapping_seconds"] / mps_entry["mapping_seconds"],
-                "x", note="paper (ResNet8): LionHEART 5.8, ODiMo 3.0")
+                "x", note=PAPER_RATIOS)
 
 
 def stage_command(inp: Inputs, stage: str, *args: str | Path) -> list[str]:
@@ -156,7 +159,7 @@ def remeasured_mapping_times(fig: Figure, inp: Inputs, log=print) -> dict[str, S
     for peer in PEERS:
         fig.add_stats(f"{peer}: mapping time (re-measured)", times[peer], "s")
         fig.add_stats(f"ratio {peer} / mps mapping time (re-measured)", ratio(times[peer], times["mps"]), "x",
-                      note="median of per-run ratios; paper (ResNet8): LionHEART 5.8, ODiMo 3.0")
+                      note=f"median of per-run ratios; {PAPER_RATIOS}")
     return times
 
 
