@@ -81,7 +81,6 @@ def recorded_mapping_times(fig: Figure, inp: Inputs) -> None:
     MPS and of the peers that retrain (LionHEART, ODiMo), as the finished run's search stage
     recorded it (``search.json``: one run, the same machine and load for every method); the
     median of several runs is :func:`remeasured_mapping_times`."""
-
     path = inp.run_dir / "search" / "search.json"
     if not path.is_file():
         fig.add("recorded mapping times", "n/a", note=f"missing {path}; fix: run `make run` first")
@@ -125,7 +124,7 @@ def remeasured_mapping_times(fig: Figure, inp: Inputs, log=print) -> dict[str, S
     ``search.json`` (the stage's own sum: adaptation + search for MPS and ODiMo, LionHEART's
     retrain-and-test loop alone).  The methods of one run share its minutes of machine load,
     so the ratio reported is the median of per-run ratios.  Issue 23 asks for this median of 3
-    (the paper: LionHEART 5.8x, ODiMo 3.0x MPS on ResNet8).  About 10 minutes a run for ResNet8
+    (the paper's ratios: :data:`PAPER_RATIOS`).  About 10 minutes a run for ResNet8
     at the default budgets on a 2-core EPYC (2026-12-03); the --quick bench leaves it out.
     """
     reason = ("no params file to run the stages with; fix: pass --params" if inp.params_path is None
