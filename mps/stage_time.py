@@ -87,6 +87,8 @@ def stage_work(params: Params, analog_layers: int = 10) -> dict[str, float]:
         rounds = lh.max_rounds or lh.patience + 1  # uncapped: LH.py's least, a lower bound
         per_candidate = rounds * (_steps(lh.epochs_per_round, n, a.batch_size) * COST["hwa_step"]
                                   + lh.repeats * search_images * img)
+        # every threshold's run tries every layer; runs share their common first candidates
+        # (mps.search.lionheart), so this counts the shared ones twice: an upper bound there
         search += len(lh.thresholds) * analog_layers * per_candidate
     if "odimo" in baselines:
         finetune = _steps(od.finetune_epochs, n, a.batch_size) if od.finetune_epochs else adapt_steps

@@ -149,6 +149,34 @@ def test_lionheart_tiny_run_keeps_every_layer_under_a_loose_threshold(tiny):
     assert len(list(analog_layers(model))) == len(order)
 
 
+def test_lionheart_threshold_runs_share_their_common_candidates_exactly(tiny):
+    """A second threshold whose run keeps the same layers takes every candidate from the first
+    run instead of retraining it, and its result is the one it gets when run alone."""
+    from mps.stages.pretrain import load_pretrained
+    from mps.supernet import realize
+
+    supernet, profile, _, splits, pretrained = tiny
+
+    def build(mapping):
+        model, ck = load_pretrained(pretrained)
+        return realize(model, mapping, profile, tuple(ck["image_shape"])).eval()
+
+    def search(thresholds):
+        cfg = tiny_params(**{"search.lionheart.thresholds": thresholds,
+                             "search.lionheart.repeats": 1}).search.lionheart
+        return lionheart_search(evaluator(tiny), supernet, profile, build, trainer(splits, 2), cfg, 3, 0,
+                                log=lambda _: None)
+
+    both, alone = search([50.0, 100.0]), search([100.0])
+    order = candidate_order(supernet, profile, "macs")
+    runs = both.details["runs"]
+    assert runs["50"]["shared_candidates"] == 0 and runs["50"]["trials"] == len(order)
+    assert runs["100"]["shared_candidates"] == len(order) and runs["100"]["trials"] == 0
+    assert both.evaluations_used == 1 + len(order)  # the second run retrained nothing
+    assert runs["100"]["accuracy"] == alone.details["runs"]["100"]["accuracy"]
+    assert runs["100"]["analog_layers"] == alone.details["runs"]["100"]["analog_layers"] == order
+
+
 def lh_py_converged(scores: list[float], patience: int) -> bool:
     """LH.py's loop, transcribed: a deque of ``patience`` zeros, each round's score pushed to the
     left, stop when its max is below the best score of the rounds before."""

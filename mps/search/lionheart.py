@@ -42,7 +42,15 @@ Departures, and why:
   :mod:`mps.search.result`);
 * evaluations: one for the digital start, then one per round per candidate per run, each by a
   fresh evaluator (the same mapping after another round is another network).  LionHEART's cost
-  is its time, not an evaluation budget, so ``search.budget`` does not limit it.
+  is its time, not an evaluation budget, so ``search.budget`` does not limit it;
+* the runs of the several thresholds share their common beginning: each candidate's retraining
+  is seeded from the run seed, the layers kept before it and the candidate
+  (:func:`candidate_seed`), so a candidate met again with the same layers kept before it (every
+  run starts from the same digital start and tries the same order) is the same network, and the
+  later run takes it from the earlier one instead of retraining it (:data:`Trials`).  The runs
+  are exactly the independent runs LH.py would make one per threshold; only their repeated
+  first candidates are not paid twice.  They part at the first candidate one threshold keeps
+  and another reverts.
 """
 
 from __future__ import annotations
@@ -54,12 +62,17 @@ from typing import Any, Callable, Sequence
 from torch import nn
 
 from mps.cost_model import layer_cost
+from mps.runtime import derived_seed, seed_everything
 from mps.search.objectives import Evaluation, ObjectiveEvaluator
 from mps.search.result import SearchResult, select_trained
 from mps.supernet.operators import Analog, BuildContext
 
 ANALOG = "analog"
 FP32 = "fp32"
+
+# (layers kept before the candidate, candidate) -> (its best round's evaluation and network, the
+# rounds run): the candidates retrained so far in one search, shared by its threshold runs
+Trials = dict[tuple[tuple[str, ...], str], tuple[Evaluation, nn.Module, int]]
 
 
 def accepts(start_accuracy: float, trial_accuracy: float, threshold: float) -> bool:
@@ -110,6 +123,12 @@ def converged(scores: Sequence[float], patience: int) -> bool:
     return len(scores) > patience and max(scores[-patience:]) <= max(scores[:-patience])
 
 
+def candidate_seed(seed: int, kept: Sequence[str], name: str) -> int:
+    """The random state of candidate ``name``'s conversion and retraining (analog training noise),
+    fixed by the run seed and the layers kept before it, whichever threshold's run meets it."""
+    return derived_seed(seed, f"lionheart|{'+'.join(kept)}|{name}")
+
+
 def retrain_candidate(model: nn.Module, train: Callable[[nn.Module], dict], score: Callable[[nn.Module], Evaluation],
                       patience: int, max_rounds: int | None) -> tuple[Evaluation, nn.Module, int]:
     """Rounds of retraining, each followed by an evaluation, until :func:`converged` (or
@@ -127,11 +146,13 @@ def retrain_candidate(model: nn.Module, train: Callable[[nn.Module], dict], scor
 
 
 def lionheart_run(threshold: float, start: Evaluation, start_model: nn.Module, evaluator: ObjectiveEvaluator,
-                  supernet, profile, order: Sequence[str], train: Callable[[nn.Module], dict], cfg,
-                  log: Callable[[str], Any] = print) -> tuple[Evaluation, nn.Module, list[str], list[Evaluation]]:
-    """One LionHEART run: the final evaluation, its trained network, the layers made analog and
-    every evaluation made (one per retraining round)."""
-    current, model, accepted, history = start, start_model, [], []
+                  supernet, profile, order: Sequence[str], train: Callable[[nn.Module], dict], cfg, seed: int,
+                  trials: Trials, log: Callable[[str], Any] = print
+                  ) -> tuple[Evaluation, nn.Module, list[str], list[Evaluation], int]:
+    """One LionHEART run: the final evaluation, its trained network, the layers made analog, the
+    evaluations it made (one per retraining round) and how many candidates it took from an
+    earlier run's ``trials`` (which it extends with its own)."""
+    current, model, accepted, history, reused = start, start_model, [], [], 0
 
     def score(trial_model: nn.Module, mapping: dict) -> Evaluation:
         # a fresh evaluator per round: the same mapping after another round is another network
@@ -142,17 +163,26 @@ def lionheart_run(threshold: float, start: Evaluation, start_model: nn.Module, e
         return e
 
     for name in order:
-        mapping = {**current.mapping, name: ANALOG}
-        trial_model = convert_to_analog(model, name, supernet.infos[name], profile)
-        trial, trial_model, rounds = retrain_candidate(trial_model, train, lambda m: score(m, mapping),
-                                                       cfg.patience, cfg.max_rounds)
+        key = (tuple(accepted), name)
+        shared = key in trials
+        if shared:
+            reused += 1
+        else:
+            mapping = {**current.mapping, name: ANALOG}
+            seed_everything(candidate_seed(seed, accepted, name))
+            trial_model = convert_to_analog(model, name, supernet.infos[name], profile)
+            trial, trial_model, rounds = retrain_candidate(trial_model, train, lambda m: score(m, mapping),
+                                                           cfg.patience, cfg.max_rounds)
+            trials[key] = (trial, trial_model, rounds)
+        trial, trial_model, rounds = trials[key]
         keep = accepts(start.accuracy, trial.accuracy, threshold)
-        log(f"search: lionheart@{threshold:g}: {name} -> analog: {trial.accuracy:.2f} % after {rounds} round(s) "
-            f"(start {start.accuracy:.2f} %): {'kept' if keep else 'reverted'}")
+        log(f"search: lionheart@{threshold:g}: {name} -> analog: {trial.accuracy:.2f} % after {rounds} round(s)"
+            f"{' (taken from an earlier run)' if shared else ''} (start {start.accuracy:.2f} %): "
+            f"{'kept' if keep else 'reverted'}")
         if keep:
             current, model = trial, trial_model
             accepted.append(name)
-    return current, model, accepted, history
+    return current, model, accepted, history, reused
 
 
 def lionheart_search(evaluator: ObjectiveEvaluator, supernet, profile, build_pretrained: Callable[[dict], nn.Module],
@@ -169,17 +199,17 @@ def lionheart_search(evaluator: ObjectiveEvaluator, supernet, profile, build_pre
     start_eval.close()
     order = candidate_order(supernet, profile, cfg.order)
     finals: list[tuple[Evaluation, nn.Module]] = []
-    history, used, runs = list(start_eval.history), start_eval.used, {}
+    history, used, runs, trials = list(start_eval.history), start_eval.used, {}, {}
     for threshold in cfg.thresholds:
         run_eval = replace(evaluator, name=f"lionheart@{threshold:g}", budget=1, repeats=cfg.repeats)
-        final, model, accepted, evaluations = lionheart_run(threshold, start, start_model, run_eval, supernet,
-                                                            profile, order, train, cfg, log)
+        final, model, accepted, evaluations, reused = lionheart_run(threshold, start, start_model, run_eval, supernet,
+                                                                    profile, order, train, cfg, seed, trials, log)
         run_eval.close()
         history += evaluations
         used += len(evaluations)
         finals.append((final, model))
         runs[f"{threshold:g}"] = {"analog_layers": accepted, "accuracy": final.accuracy,
-                                  "trials": len(evaluations)}
+                                  "trials": len(evaluations), "shared_candidates": reused}
     selected, trained = select_trained(evaluator, finals, k, seed)
     keys = {e.key for e in selected}
     evaluations = selected + [e for e in history if e.key not in keys]
