@@ -29,7 +29,9 @@ Departures, and why:
 
 * retraining rounds (:func:`retrain_candidate`) follow LH.py: ``epochs_per_round`` (LH.py
   ``num_steps = -1``: one epoch), an evaluation after each, LH.py's ``patience`` rule
-  (:func:`converged`; LH.py default 1, so at least two rounds) and the best round kept.  A
+  (:func:`converged`; LH.py's default 1, so at least two rounds; its ResNet20 example,
+  ``examples/resnet_cifar10.py``, sets 5, at least six epochs per candidate, which
+  ``patience: 5`` gives where the time allows) and the best round kept.  A
   round is one call of the project's HWA recipe, whose cosine schedule restarts each round
   (LH.py sets one scheduler per candidate).  ``max_rounds`` caps the rounds: LionHEART at its
   recipe costs at least 2 epochs of HWA training per candidate and threshold, about
