@@ -102,6 +102,12 @@ def stage_work(params: Params, analog_layers: int = 10) -> dict[str, float]:
     mappings = sum(min(s.pareto_size, sizes.get(m, s.pareto_size)) for m in [*baselines, "mps"])
     scored = _images(e.max_test_examples, test) + 128 * e.bn_reestimation_batches
     work["evaluate"] = mappings * e.repeats * len(e.drift_times) * scored * img
+    # `snakemake ablation` (workflow/rules/ablation.smk): each variant adapts as the adapt stage does,
+    # searches with MPS alone (its baselines int8 and analog are the uniform paths: no training) and
+    # evaluates MPS's set and the all-analog path; an ablation job is not a main stage's work
+    work["ablation_adapt"] = work["adapt"]
+    work["ablation_search"] = s.budget * search_images * img
+    work["ablation_evaluate"] = (s.pareto_size + 1) * e.repeats * len(e.drift_times) * scored * img
     return {stage: w + STARTUP for stage, w in work.items()}
 
 

@@ -66,6 +66,27 @@ def test_ablation_jobs_are_estimated_as_their_stage():
     assert abs(total - REFERENCE_SECONDS["adapt"] - REFERENCE_SECONDS["search"]) < 1
     # without an estimate the line counts stages and promises no time
     assert "left" not in Progress(jobs, {}, out=io.StringIO()).line()
+    # an ablation job's own estimate (mps estimate gives one: MPS alone, its set only) wins over its stage's
+    own = {**REFERENCE_SECONDS, "ablation_search": 8.0}
+    assert expected_seconds("ablation_search", own) == 8.0 and expected_seconds("search", own) == 80.0
+    assert expected_seconds("ablation_search", {"search/resnet20": 80.0, "ablation_search/resnet20": 8.0},
+                            "resnet20") == 8.0
+
+
+def test_jobs_side_by_side_share_what_is_left():
+    """`snakemake ablation --cores 2` with one thread per job runs two variants at once: the time
+    left is the jobs' estimates shared between the jobs running now, not their sum."""
+    jobs = [_Job("ablation_adapt", f"v{i}", None, None) for i in range(4)]
+    progress = Progress(jobs, REFERENCE_SECONDS, out=io.StringIO())
+    assert progress.remaining_seconds() == pytest.approx(4 * REFERENCE_SECONDS["adapt"])  # nothing started
+    now = time.time()
+    jobs[0].started = jobs[1].started = now
+    assert progress.remaining_seconds() == pytest.approx(2 * REFERENCE_SECONDS["adapt"], rel=0.01)
+    # both end after twice their estimate (one thread each): the two left take as long again
+    for job in jobs[:2]:
+        job.started, job.ended = now - 2 * REFERENCE_SECONDS["adapt"], now
+    jobs[2].started = jobs[3].started = now
+    assert progress.remaining_seconds() == pytest.approx(2 * REFERENCE_SECONDS["adapt"], rel=0.01)
 
 
 def test_stage_work_follows_this_runs_budgets():
@@ -85,6 +106,9 @@ def test_stage_work_follows_this_runs_budgets():
     # a full-size pretrain epoch of Fashion-MNIST at batch 128: 429 FP32 steps
     assert abs(stage_work(parse_params({"pretrain": {"epochs": 1, "batch_size": 128}}), 10)["pretrain"] - 40 - 429) < 1
     assert set(COST) >= {"fp32_step", "hwa_step", "analog_image"}
+    # an ablation variant adapts like the adapt stage but searches with MPS alone and scores its set only
+    assert work["ablation_adapt"] == work["adapt"]
+    assert 40 < work["ablation_search"] < work["search"] / 5 and 40 < work["ablation_evaluate"] < work["evaluate"] / 2
 
 
 def test_estimate_is_work_times_the_measured_step(tmp_path):

@@ -49,10 +49,14 @@ def estimate(mps: str, params: str, models: list[str] | None = None) -> dict[str
 
 def expected_seconds(rule: str, expected: dict[str, float], model: str | None = None) -> float:
     """A rule's expected wall time: its model's (``<stage>/<model>`` keys of a sweep over models),
-    else its stage's; an ablation job (``ablation_adapt``, ...) runs the same stage as the main
-    rule of that name; a rule of no stage counts 10 s."""
-    stage = rule.removeprefix("ablation_")
-    return expected.get(f"{stage}/{model}", expected.get(stage, UNKNOWN_STAGE_SECONDS))
+    else its stage's.  An ablation job (``ablation_search``, ...) has its own estimate (MPS alone,
+    its set only: :func:`mps.stage_time.stage_work`), else that of the main stage it runs; a rule
+    of no stage counts 10 s."""
+    for key in (rule, rule.removeprefix("ablation_")):
+        for name in (f"{key}/{model}", key):
+            if name in expected:
+                return expected[name]
+    return UNKNOWN_STAGE_SECONDS
 
 
 def _duration(seconds: float) -> str:
@@ -118,7 +122,11 @@ class Progress:
         return changed
 
     def remaining_seconds(self) -> float:
-        # scale by the long stages only: a short one (prepare-data, report) is mostly start-up
+        """Wall seconds left: each unfinished job's estimate, rescaled by how long this run's
+        finished long stages took against theirs (a short one, prepare-data or report, is mostly
+        start-up), less what a running job has done; jobs running side by side now (``--cores``
+        over each job's threads, as the ablation's independent variants) are taken to share the
+        rest the same way, so the sum is divided by their number."""
         done = [j for j in self.jobs if j.ended is not None and self.seconds(j) >= 20.0]
         ref_done = sum(self.seconds(j) for j in done)
         took = sum(j.ended - j.started for j in done)
@@ -129,7 +137,8 @@ class Progress:
             if job.ended is None:
                 expected = self.seconds(job) * scale
                 left += max(expected - (now - job.started), 0.0) if job.started else expected
-        return left
+        side_by_side = sum(j.started is not None and j.ended is None for j in self.jobs)
+        return left / max(side_by_side, 1)
 
     def seconds(self, job: _Job) -> float:
         return expected_seconds(job.rule, self.expected, job.model)
