@@ -1,7 +1,8 @@
 """What moves MPS's best mapping with at least 70 % analog MACs: search seed, budget, round 0, validation size.
 
 ``python -m benchmarks.mps_pick_study [--params params.yaml] [--run-dir results/fashion-mnist/resnet8/s0]
-[--budgets 24] [--seeds 0,1,2,3,4] [--variant default|no-skip-round0|val2000]``
+[--budgets 24] [--seeds 0,1,2,3,4] [--variant default|no-skip-round0|val2000] [--supernet PATH --seed N]
+[--no-test]``
 
 On a finished run's adapted supernet, the MPS search (:func:`mps.search.mps_search.mps_search`
 over the plain operators, as the search stage runs it) is repeated with several seeds of its own
@@ -9,7 +10,16 @@ draws while the evaluator stays fixed (the stage's validation subset and program
 the spread over search seeds is the search's own.  For each search, its most accurate mapping
 with ``--min-analog`` analog MACs (by the search's validation estimate) is measured as the
 evaluate stage measures it (:func:`mps.evaluation.drift_accuracy_grid` on its test subset,
-``evaluate.repeats`` programming seeds) at 1 day and 1 year.  One JSON line per search.
+``evaluate.repeats`` programming seeds) at 1 day and 1 year.  One JSON line per search, with
+``val_hv_useful``: the 2-D hypervolume (accuracy, analog MAC share; pymoo, reference 1.1 after
+normalisation) of the search's reported set on its own validation estimates, accuracy axis from the
+pretrained FP32 model's accuracy on the same validation images minus ``report.hypervolume_window``
+points to that accuracy, analog share 0 to 1: the quality of the whole set, not of one pick.
+
+``--supernet`` and ``--seed`` point the study at another supernet of the run, e.g. an ablation
+variant's (``<run-dir>/ablation/<variant>/r<seed>/adapt/supernet.pt`` with ``--seed <seed>``, the
+seed it was adapted and searched with: it also draws the validation and test subsets, as in the
+ablation); ``--no-test`` skips the picks' test measurement (validation only, a few times faster).
 
 Variants (one change each, for the README table "MPS's mapping with ≥ 70 % analog MACs"):
 ``no-skip-round0`` draws round 0's uniform sub-networks without ``skip`` (a candidate change,
@@ -26,17 +36,21 @@ import time
 import types
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from benchmarks.common import REPO
 from mps.config import load_params
 from mps.cost_model import parse_hardware_profile
 from mps.evaluation import drift_accuracy_grid
+from mps.pareto import normalized_hypervolume
 from mps.search.mps_search import mps_search
 from mps.search.objectives import Evaluation, ObjectiveEvaluator, mapping_key
 from mps.stages.common import eval_set, evaluation_options, load_supernet_inputs
+from mps.stages.pretrain import load_pretrained
 from mps.supernet import extract
 from mps.supernet.adapted import WIDE
+from mps.training import evaluate_accuracy
 
 YEAR, DAY = 31536000.0, 86400.0
 
@@ -74,9 +88,20 @@ def skip_free_round0(supernet) -> None:
     supernet.sample_mapping = types.MethodType(sample, supernet)
 
 
+def useful_hypervolume(selected: list[tuple[float, float]], fp32_accuracy: float, window: float) -> float:
+    """2-D hypervolume of (accuracy %, analog MAC share) points, accuracy over FP32 - ``window`` ... FP32."""
+    if not selected:
+        return 0.0
+    F = np.array([[-acc / 100.0, -share] for acc, share in selected])
+    lower = [-fp32_accuracy / 100.0, -1.0]
+    upper = [-(fp32_accuracy - window) / 100.0, 0.0]
+    return normalized_hypervolume(F, lower, upper)
+
+
 def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int], variant: str = "default",
-          min_analog: float = 0.7, log=print) -> list[dict]:
-    """One row per (budget, search seed): the search's set and its pick measured on the test subset."""
+          min_analog: float = 0.7, log=print, fp32_model=None, measure_test: bool = True) -> list[dict]:
+    """One row per (budget, search seed): the search's set, its useful-range hypervolume (with
+    ``fp32_model``) and its pick measured on the test subset (``measure_test``)."""
     cfg = params.search
     if variant == "val2000":
         cfg = cfg.model_copy(update={"val_examples": 2000})
@@ -87,6 +112,9 @@ def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int
     ev_cfg = params.evaluate
     test = eval_set(splits, "test", ev_cfg.max_test_examples, params.seed, ev_cfg.batch_size,
                     calib_batches=ev_cfg.bn_recalibration_batches, device=params.device, **evaluation_options(params))
+    fp32_val = (evaluate_accuracy(fp32_model.eval(), val.x, val.y, val.batch_size, val.device)
+                if fp32_model is not None else None)
+    window = params.report.hypervolume_window
     measured: dict[str, list[float]] = {}
     rows = []
     memo: dict = {}
@@ -102,7 +130,10 @@ def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int
             row = {"variant": variant, "budget": budget, "seed": seed, "search_seconds": round(seconds, 1),
                    "with_skip": sum("skip" in e.mapping.values() for e in ev.history),
                    "selected": [(e.accuracy, round(e.objectives["analog_mac_ratio"], 3)) for e in result.selected]}
-            if enough:
+            if fp32_val is not None:
+                row.update(fp32_val=round(float(fp32_val), 2),
+                           val_hv_useful=round(useful_hypervolume(row["selected"], fp32_val, window), 4))
+            if enough and measure_test:
                 pick = max(enough, key=lambda e: e.accuracy)
                 key = mapping_key(pick.mapping)
                 if key not in measured:
@@ -126,14 +157,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seeds", default="0,1,2,3,4")
     ap.add_argument("--variant", choices=["default", "no-skip-round0", "val2000"], default="default")
     ap.add_argument("--min-analog", type=float, default=0.7, help="analog MAC share of the pick (fraction)")
+    ap.add_argument("--supernet", type=Path, default=None, help="default <run-dir>/adapt/supernet.pt")
+    ap.add_argument("--seed", type=int, default=None, help="params seed (the supernet's adaptation seed)")
+    ap.add_argument("--no-test", action="store_true", help="do not measure the picks on the test subset")
     args = ap.parse_args(argv)
     params = load_params(args.params)
+    if args.seed is not None:
+        params = params.model_copy(update={"seed": args.seed})
     data_dir = args.data_dir or args.run_dir.parents[2] / "data" / params.data.dataset
-    splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, args.run_dir / "adapt" / "supernet.pt",
-                                                     args.run_dir / "pretrain" / "model.pt")
+    pretrained = args.run_dir / "pretrain" / "model.pt"
+    splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, args.supernet or args.run_dir / "adapt" / "supernet.pt",
+                                                     pretrained)
+    fp32_model, _ = load_pretrained(pretrained)
     study(params, splits, supernet, parse_hardware_profile(ckpt["profile"]),
           [int(b) for b in args.budgets.split(",")], [int(s) for s in args.seeds.split(",")], args.variant,
-          args.min_analog, log=lambda line: print(line, flush=True))
+          args.min_analog, log=lambda line: print(line, flush=True), fp32_model=fp32_model,
+          measure_test=not args.no_test)
     return 0
 
 

@@ -8,6 +8,7 @@ import json
 
 import sys
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import REPO, TINY_PARAMS, tiny_params
@@ -166,10 +167,14 @@ def test_collapse_study_measures_what_the_evaluator_reports(tiny_data, tiny_pret
         assert 0.0 <= r["first layer, no DC"] <= 100.0 and 0.0 <= r["first layer, DC only"] <= 100.0
 
 
-def test_mps_pick_study_measures_the_pick_as_the_evaluator_does(tiny_data, tiny_supernet):
+def test_mps_pick_study_measures_the_pick_as_the_evaluator_does(tiny_data, tiny_supernet, tiny_pretrained):
     """The MPS pick study (benchmarks/mps_pick_study.py) on the tiny supernet: one row per search
-    seed, and each pick's test figure is the shared evaluator's for that mapping."""
+    seed, and each pick's test figure is the shared evaluator's for that mapping; each set's
+    useful-range hypervolume is pymoo's on the points normalised by hand."""
+    from pymoo.indicators.hv import HV
+
     from benchmarks import mps_pick_study
+    from mps.stages.pretrain import load_pretrained
     from mps.cost_model import parse_hardware_profile
     from mps.evaluation import drift_accuracy_grid
     from mps.stages.common import eval_set, evaluation_options, load_splits
@@ -179,8 +184,18 @@ def test_mps_pick_study_measures_the_pick_as_the_evaluator_does(tiny_data, tiny_
                             "evaluate.max_test_examples": 100, "evaluate.repeats": 2})
     splits = load_splits(tiny_data)
     supernet, ckpt = load_supernet(tiny_supernet)
+    fp32_model, _ = load_pretrained(tiny_pretrained)
     rows = mps_pick_study.study(params, splits, supernet, parse_hardware_profile(ckpt["profile"]), [6], [0, 1],
-                                min_analog=0.0, log=lambda _line: None)
+                                min_analog=0.0, log=lambda _line: None, fp32_model=fp32_model)
+    window = params.report.hypervolume_window
+    for r in rows:  # accuracy FP32 - window ... FP32 -> 1 ... 0, analog share 0 ... 1 -> 1 ... 0, reference 1.1
+        z = np.array([[(r["fp32_val"] - a) / window, 1.0 - share] for a, share in r["selected"]])
+        z = z[(z < 1.1).all(axis=1)]
+        expected = float(HV(ref_point=np.array([1.1, 1.1])).do(z)) if len(z) else 0.0
+        assert r["val_hv_useful"] == pytest.approx(expected, abs=2e-3)  # fp32_val rounded to 0.01
+    # a mapping at FP32 accuracy with every MAC on analog tiles takes the whole box
+    assert mps_pick_study.useful_hypervolume([(93.0, 1.0)], 93.0, 5.0) == pytest.approx(1.21)
+    assert mps_pick_study.useful_hypervolume([(80.0, 1.0)], 93.0, 5.0) == 0.0
     assert [(r["budget"], r["seed"]) for r in rows] == [(6, 0), (6, 1)]
     ev = params.evaluate
     test = eval_set(splits, "test", ev.max_test_examples, params.seed, ev.batch_size,

@@ -1,6 +1,7 @@
 # `snakemake ablation`: the paper's ablation of the adaptation (params `ablation`); not part of
-# the default run. Every variant x seed adapts from the run's pretrained model, searches (MPS
-# and the uniform int8 / analog paths) and evaluates; `mps ablation` tabulates and plots them.
+# the default run. Every variant x seed adapts from the run's pretrained model, searches (MPS,
+# the uniform int8 / analog paths, and fp32 for the table's useful-range hypervolume) and
+# evaluates; `mps ablation` tabulates and plots them.
 import shlex
 
 
@@ -79,7 +80,7 @@ rule ablation_search:
         summary=ablation_dir("search") + "/search.json",
     params:
         digest=section_digest("search", "device"),
-        sets="--set='search.baselines=[int8, analog]'",
+        sets="--set='search.baselines=[int8, analog, fp32]'",
         out=ablation_dir("search"),
     log:
         OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-search.log",
