@@ -420,8 +420,9 @@ def test_ablation_target_runs_on_the_tiny_profile(snakemake_run):
     for col in ("analog_ref", "analog_last", "int8"):
         assert table[col].between(0, 100).all(), col
     assert (table["hypervolume"] >= 0).all()
-    # the useful-range hypervolume on test needs the FP32 row the ablation's search adds
-    assert table["hypervolume_useful"].between(0, 1.5).all(), table["hypervolume_useful"]
+    # the useful-range hypervolume on test needs the FP32 row the ablation's search adds (NaN without
+    # it); not bounded above: a tiny-profile mapping scoring over FP32 lies beyond the range's top
+    assert (table["hypervolume_useful"].notna() & (table["hypervolume_useful"] >= 0)).all(), table["hypervolume_useful"]
     assert (folder / "ablation.png").stat().st_size > 0 and "| variant" in (folder / "ablation.md").read_text()
     # the straight conversion and the full-analog HWA baseline are rows of the main results table
     results = pd.read_csv(repo / RUN / "evaluate" / "results.csv")
