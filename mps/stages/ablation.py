@@ -50,7 +50,7 @@ def _path_accuracy(drift: pd.DataFrame, mapping: str, time: float) -> float:
 
 
 def read_run(results_csv: Path, min_analog: float, reference_time: float,
-             window: float = 5.0) -> dict[str, float | str | int]:
+             window: float) -> dict[str, float | str | int]:
     """The ablation metrics of one (variant, seed) run from its evaluate and search outputs."""
     m = RUN_PATH.search(Path(results_csv).as_posix())
     if m is None:
