@@ -243,16 +243,12 @@ def recost_mappings(mappings_dir: Path, profile_paths: list[str], supernet_path:
     tracing the mapping's architecture (``model_id`` = ``<model>@<data set>``), or from the supernet
     checkpoint when one is given (needed for MPAAS ``analog_wide`` layers, whose widths it holds)."""
     from mps.cost_model import CostedMapping, costs_table, load_hardware_profile, profile_variants
-    from mps.supernet.mapping import load_mapping
+    from mps.supernet.mapping import load_mapping, mapping_files
 
     profiles: dict[str, Any] = {}
     for path in profile_paths:
         profiles.update(profile_variants(load_hardware_profile(path)))  # a bad constant stops here (exit 2)
-    files = sorted(Path(mappings_dir).glob("*.json")) if Path(mappings_dir).is_dir() else []
-    if not files:
-        raise ConfigError(f"{mappings_dir}: no mapping files (*.json); "
-                          "fix: pass the mappings/ folder 'mps search' wrote")
-    mappings = [load_mapping(f) for f in files]
+    mappings = [load_mapping(f) for f in mapping_files(mappings_dir)]
     supernet = None
     if supernet_path:
         from mps.supernet import load_supernet

@@ -5,6 +5,7 @@ only the tests about analog physics evaluate analog layers."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -318,6 +319,11 @@ def test_bad_mappings_fail_before_any_output(supernet, tiny_data, tiny_supernet,
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="no mapping files"):
         run(tmp_path / "empty")
+    search_out = tmp_path / "search"  # the search's output folder instead of its mappings/
+    _write_mappings(search_out / "mappings", sn, {"int8-x": sn.uniform_mapping("int8")})
+    (search_out / "search.json").write_text("{}")
+    with pytest.raises(ConfigError, match="search output folder.*fix: pass --mappings " + re.escape(str(search_out / "mappings"))):
+        run(search_out)
     with pytest.raises(MappingError, match="not 'resnet8@fashion-mnist'"):
         run(_write_mappings(tmp_path / "other", sn, {"int8-x": sn.uniform_mapping("int8")}, model_id="resnet20@cifar10"))
     bad = dict(sn.uniform_mapping("int8"))

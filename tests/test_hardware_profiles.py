@@ -143,3 +143,12 @@ def test_costs_refuses_a_bad_profile_with_exit_2_naming_the_key(tmp_path, capsys
 def test_costs_without_mapping_files_is_exit_2(tmp_path, capsys):
     assert main(["costs", "--mappings", str(tmp_path), "--profile", str(REPO / "hardware" / "paper.yaml")]) == 2
     assert "no mapping files" in capsys.readouterr().err
+
+
+def test_costs_on_a_search_output_folder_names_its_mappings_subfolder(tmp_path, capsys):
+    (tmp_path / "mappings").mkdir()
+    (tmp_path / "search.json").write_text("{}")
+    (tmp_path / "metrics.json").write_text("{}")
+    assert main(["costs", "--mappings", str(tmp_path), "--profile", str(REPO / "hardware" / "paper.yaml")]) == 2
+    err = capsys.readouterr().err
+    assert "search output folder" in err and f"fix: pass --mappings {tmp_path / 'mappings'}" in err

@@ -59,7 +59,7 @@ from mps.runtime import progress
 from mps.stages.common import calibrate_input_ranges, eval_set, evaluation_options, load_supernet_inputs
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import MappingFile, check_layers, extract, load_mapping, realize
-from mps.supernet.mapping import allowed_for
+from mps.supernet.mapping import allowed_for, mapping_files
 from mps.supernet.extract import load_deployed
 from mps.analog.tiles import analog_layers
 from mps.supernet.mapping import MappingError
@@ -100,22 +100,12 @@ def is_fp32_mapping(layers: dict[str, str]) -> bool:
     return bool(layers) and all(op == FP32 for op in layers.values())
 
 
-def mapping_paths(mappings_dir: Path) -> list[Path]:
-    """The mapping files of a search output, sorted by file name."""
-    if not mappings_dir.is_dir():
-        raise ArtifactError(f"{mappings_dir}: mapping folder not found; fix: run 'mps search' first or pass --mappings")
-    paths = sorted(p for p in mappings_dir.glob("*.json") if p.is_file())
-    if not paths:
-        raise ArtifactError(f"{mappings_dir}: no mapping files (*.json); fix: rerun 'mps search'")
-    return paths
-
-
 def load_candidates(mappings_dir: Path, model_id: str, allowed: dict[str, list[str]],
                     ties: dict[str, str] | None = None) -> list[Candidate]:
     """Read and validate every mapping before any work (so a bad file fails first, not last)."""
     out: list[Candidate] = []
     seen: dict[str, Path] = {}
-    for path in mapping_paths(mappings_dir):
+    for path in mapping_files(mappings_dir):
         mapping = load_mapping(path, model_id)
         if is_fp32_mapping(mapping.layers):
             check_layers(mapping.layers, {n: None for n in allowed}, model_id, source=str(path))

@@ -42,7 +42,7 @@ from mps.config import ConfigError, Params
 from mps.pareto import REPORT_OBJECTIVES, REPORT_SENSES, normalized_hypervolume, report_bounds, to_minimization
 from mps.stages.evaluate import DRIFT_COLUMNS, FP32, RESULT_COLUMNS
 from mps.stages.pretrain import model_id
-from mps.supernet.mapping import MappingFile, check_layers, load_mapping
+from mps.supernet.mapping import MappingFile, check_layers, load_mapping, mapping_files
 from mps.tracking import Tracker
 from mps.units import drift_label, drift_title
 
@@ -75,9 +75,7 @@ def read_table(path: Path, columns: Sequence[str] | None, what: str, producer: s
 
 def read_mappings(mappings_dir: Path, model_id: str) -> dict[str, MappingFile]:
     """The search's mapping files by name; all must be for ``model_id`` (this run's model)."""
-    if not mappings_dir.is_dir():
-        raise ArtifactError(f"{mappings_dir}: mapping folder not found; fix: run 'mps search' first")
-    return {m.name: m for m in (load_mapping(path, model_id) for path in sorted(mappings_dir.glob("*.json")))}
+    return {m.name: m for m in (load_mapping(path, model_id) for path in mapping_files(mappings_dir))}
 
 
 def _flatten(prefix: str, obj: Any, out: dict[str, Any]) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
-from mps.artifacts import atomic_write_json, read_json
+from mps.artifacts import ArtifactError, atomic_write_json, read_json
 from mps.config import ConfigError
 
 SCHEMA = "mps-mapping/1"
@@ -122,6 +122,24 @@ def check_layers(layers: Mapping[str, str], allowed: Mapping[str, list[str] | No
         if split:
             raise MappingError(f"{source}: adapted pairs must take analog_wide together: {_short(split)}; "
                                "fix: map both layers of each pair to analog_wide, or neither")
+
+
+def mapping_files(folder: str | Path) -> list[Path]:
+    """The mapping files (``*.json``) of a search's ``mappings/`` folder, sorted by file name.
+
+    A search output folder itself (it holds ``mappings/`` beside ``search.json`` and
+    ``metrics.json``, which are not mapping files) is refused with the subfolder to pass, before
+    anything is read."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ArtifactError(f"{folder}: mapping folder not found; fix: run 'mps search' first or pass --mappings")
+    if (folder / "mappings").is_dir() and (folder / "search.json").is_file():
+        raise ArtifactError(f"{folder}: a search output folder, not its mapping folder; "
+                            f"fix: pass --mappings {folder / 'mappings'}")
+    paths = sorted(p for p in folder.glob("*.json") if p.is_file())
+    if not paths:
+        raise ArtifactError(f"{folder}: no mapping files (*.json); fix: pass the mappings/ folder 'mps search' wrote")
+    return paths
 
 
 def load_mapping(path: str | Path, model_id: str | None = None,
