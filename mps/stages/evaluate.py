@@ -59,10 +59,9 @@ from mps.runtime import progress
 from mps.stages.common import calibrate_input_ranges, eval_set, evaluation_options, load_supernet_inputs
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import MappingFile, check_layers, extract, load_mapping, realize
-from mps.supernet.mapping import allowed_for, mapping_files
+from mps.supernet.mapping import MappingError, allowed_for, mapping_files
 from mps.supernet.extract import load_deployed
 from mps.analog.tiles import analog_layers
-from mps.supernet.mapping import MappingError
 from mps.tracking import Tracker
 from mps.units import drift_label
 
