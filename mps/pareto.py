@@ -48,7 +48,8 @@ from pymoo.core.population import Population
 from pymoo.core.problem import Problem
 from pymoo.indicators.hv import HV
 from pymoo.operators.survival.rank_and_crowding import RankAndCrowding
-from pymoo.operators.survival.rank_and_crowding.metrics import get_crowding_function
+from pymoo.functions.standard.pruning_cd import calc_pcd as calc_pcd_numpy
+from pymoo.operators.survival.rank_and_crowding.metrics import FunctionalDiversity
 from pymoo.util.dominator import Dominator
 from pymoo.util.nds.non_dominated_sorting import NonDominatedSorting
 
@@ -262,6 +263,36 @@ def pareto_ranks(F: np.ndarray) -> np.ndarray:
 
 
 # --------------------------------------------------------------------------- crowding
+def pruning_crowding() -> FunctionalDiversity:
+    """pymoo's pruning crowding distance ("pcd"), run on pymoo's NumPy implementation
+    (``pymoo/functions/standard/pruning_cd.py``) rather than the compiled one that ``"pcd"``
+    loads.
+
+    Why: the compiled ``pymoo/functions/compiled/pruning_cd.pyx`` (pymoo 0.6.2, built with
+    ``boundscheck=False``) takes each objective's extremes from ``argmin``/``argmax``, which
+    return the *first* tied index, while a stable sort puts the *last* tied index at the end;
+    that point is not treated as an extreme, so the code reads its neighbour one row past the
+    sorted index array.  Ties at an objective's best value are the normal case here
+    (accuracies on 1000 images move in steps of 0.1 point; several mappings share an analog
+    share of 1.0).  Measured: such a point gets a negative distance (``-0.27`` on the 7-point
+    case in ``tests/test_pareto.py``), so it is pruned first, and the out-of-bounds writes of
+    the removal loop corrupted the heap: ``benchmarks.mps_pick_study`` died with a segmentation
+    fault three times in one evening (``visit_decref`` in the garbage collector, at exit, and
+    inside ``calc_pcd``).  The NumPy version pads each sorted column with ``inf`` and gives the
+    tied end point ``inf`` like any extreme, which is the crowding distance's definition.
+    pymoode's users met the same crash in its copy of this code
+    (github.com/stepeos/pycarmodel_calibration/issues/11).  A few hundred points at most are
+    thinned per search, so the NumPy version's speed does not matter.  The NumPy version sums
+    the objectives' gaps where the compiled one averages them; dividing by the number of
+    objectives keeps the documented convention (the same order, so the same pruning).
+    """
+    return FunctionalDiversity(_mean_pcd, filter_out_duplicates=True)
+
+
+def _mean_pcd(F: np.ndarray, n_remove: int = 0) -> np.ndarray:
+    return calc_pcd_numpy(F, n_remove=n_remove) / F.shape[1]
+
+
 def crowding_distance(F_front: np.ndarray) -> np.ndarray:
     """Crowding distance of each point of one front (larger = more isolated).
 
@@ -276,7 +307,7 @@ def crowding_distance(F_front: np.ndarray) -> np.ndarray:
     if F.shape[0] == 0:
         return np.empty(0)
     with np.errstate(invalid="ignore", divide="ignore"):  # a zero-range objective adds nothing
-        return np.asarray(get_crowding_function("pcd").do(F), dtype=float)
+        return np.asarray(pruning_crowding().do(F), dtype=float)
 
 
 # --------------------------------------------------------------------------- hypervolume
@@ -382,7 +413,7 @@ def select_pareto_subset(
     eligible = np.flatnonzero(ranks == 0) if first_front_only else np.arange(F.shape[0])
     if k == 0 or eligible.size == 0:
         return np.empty(0, dtype=np.int64)
-    survival = RankAndCrowding(crowding_func="pcd")
+    survival = RankAndCrowding(crowding_func=pruning_crowding())
     with np.errstate(invalid="ignore", divide="ignore"):  # a zero-range objective adds nothing
         kept = survival.do(Problem(n_var=1, n_obj=F.shape[1]), Population.new(F=F[eligible]),
                            n_survive=int(k), random_state=gen, return_indices=True)

@@ -285,6 +285,30 @@ def test_crowding_distance_duplicates_get_zero_after_first():
     assert np.isinf(cd[0]) and np.isinf(cd[3])
 
 
+def test_crowding_distance_point_tied_at_a_columns_end_is_an_extreme():
+    # column 0's largest value is shared by points 1 and 6; a stable sort puts 6 last, argmax
+    # names 1.  pymoo's compiled pcd then read past its index array and gave point 6 -0.27
+    # (pruned first; its writes corrupted the heap).  The distance's definition gives inf.
+    F = np.array([[0.0, 0.5, 0.5], [1.0, 0.2, 0.6], [0.5, 0.0, 0.4], [0.4, 1.0, 0.3],
+                  [0.3, 0.6, 0.0], [0.2, 0.4, 1.0], [1.0, 0.5, 0.45]])
+    cd = crowding_distance(F)
+    assert np.isinf(cd[6])
+    assert np.all(cd >= 0)
+
+
+def test_crowding_and_selection_on_quantised_objectives():
+    # what a search produces: accuracies in steps of 0.1 point, a few analog shares, many ties
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(4, 25))
+        F = np.column_stack([-rng.integers(900, 930, n) / 1000, -rng.integers(0, 5, n) / 4, rng.random(n)])
+        cd = crowding_distance(F)
+        assert np.all(cd >= 0), F
+        k = int(rng.integers(1, n))
+        sel = select_pareto_subset(F, k, rng=1)
+        assert len(sel) == k and len(set(sel.tolist())) == k and sel.max() < n
+
+
 # --------------------------------------------------------------------------- selection
 def test_select_pareto_subset_takes_fronts_then_spread():
     # front 0: 5 points on a line, the middle ones unevenly spaced; front 1: one point
