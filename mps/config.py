@@ -388,6 +388,8 @@ class SearchConfig(_Section):
     )
     # training batches (of 128) that re-estimate a sub-network's BN statistics before it is scored; 0 = none
     bn_recalibration_batches: int = Field(default=8, ge=0)
+    # HWA fine-tuning of the analog_hwa baseline, in epochs; null = the adaptation's budget (the same updates)
+    hwa_epochs: float | None = Field(default=None, gt=0)
     # mappings drawn from the learned alphas to choose MPS's extraction candidates (cost model only, no evaluations)
     extraction_samples: int = Field(default=512, gt=0)
     # NSGA-II population size; None = budget // 4 clamped to [4, 50], so a small budget still sees generations

@@ -81,7 +81,7 @@ def stage_work(params: Params, analog_layers: int = 10) -> dict[str, float]:
     evaluations = s.budget * (1 + sum(m in baselines for m in ("random", "nsga2", "greedy")))
     search += evaluations * search_images * img
     if "analog_hwa" in baselines:
-        search += adapt_steps * COST["hwa_step"]
+        search += (_steps(s.hwa_epochs, n, a.batch_size) if s.hwa_epochs else adapt_steps) * COST["hwa_step"]
     lh, od = s.lionheart, s.odimo
     if "lionheart" in baselines:
         rounds = lh.max_rounds or lh.patience + 1  # uncapped: LH.py's least, a lower bound

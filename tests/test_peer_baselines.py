@@ -62,6 +62,11 @@ def test_peer_sections_validate_with_one_line_errors():
         with pytest.raises(ConfigError) as err:
             parse_params({"search": bad})
         assert "\n" not in str(err.value) and "search." in str(err.value)
+    for bad in (0, -1.0, "long"):  # the HWA baseline's own budget, validated like the peers'
+        with pytest.raises(ConfigError, match="search.hwa_epochs"):
+            parse_params({"search": {"hwa_epochs": bad}})
+    assert parse_params({"search": {"hwa_epochs": 19}}).search.hwa_epochs == 19.0
+    assert parse_params({}).search.hwa_epochs is None
     assert parse_params({"search": {"lionheart": {"thresholds": [4, 0.5]}}}).search.lionheart.thresholds == [0.5, 4]
 
 

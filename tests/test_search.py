@@ -21,6 +21,7 @@ from mps.search.mps_search import (budget_plan, finetune_alphas, index_table, mp
 from mps.search.objectives import BudgetExhausted, ObjectiveEvaluator, mapping_key
 from mps.stages.common import eval_set, load_splits
 from mps.stages.search import SearchState, hv_matrix, hypervolume_setup, mapping_files, write_mapping_folder
+from mps.training import adapt_steps, epoch_steps
 from mps.supernet import load_mapping, load_supernet
 
 VAL = 20  # validation examples per evaluation: enough to order mappings, fast on 2 cores
@@ -261,7 +262,7 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
                             "search.extraction_samples": 64, "search.pareto_size": 3,
                             "search.bn_recalibration_batches": 0, "search.lionheart.thresholds": [4.0],
                             "search.odimo.lambdas": [0.0, 100.0], "search.odimo.search_epochs": 0.2,
-                            "search.odimo.finetune_epochs": 0.1})
+                            "search.odimo.finetune_epochs": 0.1, "search.hwa_epochs": 0.3})
     supernet, _ = load_supernet(tiny_supernet)
     sens = sensitivity_csv(tmp_path / "sensitivity.csv", supernet)
     out = tmp_path / "search"
@@ -308,6 +309,11 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
     assert (table["rank_in_method"] == 0).all()  # each method writes its non-dominated set
     assert table["rank_overall"].min() == 0
     saved = json.loads((out / "search.json").read_text())
+    # the HWA baseline trains for search.hwa_epochs when given, not the adaptation's budget
+    train_examples = len(load_splits(tiny_data).train[0])
+    assert saved["methods"]["analog_hwa"]["details"]["steps"] == epoch_steps(0.3, train_examples,
+                                                                             params.adapt.batch_size)
+    assert epoch_steps(0.3, train_examples, params.adapt.batch_size) != adapt_steps(params, train_examples)
     ref = saved["hypervolume_reference"]
     assert ref["fp32_digital_size_mb"] == pytest.approx(table.loc[table["name"] == "fp32", "digital_size_mb"].item(),
                                                         rel=1e-4)

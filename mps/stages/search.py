@@ -125,7 +125,8 @@ def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchCon
     elif method == "analog_straight":
         result = straight_baseline(evaluator, sn, ctx.build_pretrained, k, seed)
     elif method == "analog_hwa":
-        result = hwa_baseline(evaluator, sn, ctx.build_pretrained, ctx.train_hwa, k, seed)
+        steps = _epochs_to_steps(ctx)(cfg.hwa_epochs) if cfg.hwa_epochs else None  # None: the adaptation's
+        result = hwa_baseline(evaluator, sn, ctx.build_pretrained, lambda m: ctx.train_hwa(m, steps=steps), k, seed)
     elif method == "greedy":
         result = greedy_search(evaluator, sn, ctx.greedy_order or [], cfg.max_acc_drop, k, seed)
     elif method == "random":
@@ -152,8 +153,8 @@ def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchCon
 
 def _epochs_to_steps(ctx: SearchContext) -> Callable[[float], int]:
     if ctx.epochs_to_steps is None:
-        raise ValueError("SearchContext.epochs_to_steps is not set: LionHEART and ODiMo budgets are epochs of the "
-                         "training split; fix: pass epochs_to_steps (mps.training.epoch_steps over the training split)")
+        raise ValueError("SearchContext.epochs_to_steps is not set: the HWA, LionHEART and ODiMo budgets are "
+                         "epochs of the training split; fix: pass epochs_to_steps (mps.training.epoch_steps over the training split)")
     return ctx.epochs_to_steps
 
 
