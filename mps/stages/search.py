@@ -154,7 +154,8 @@ def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchCon
 def _epochs_to_steps(ctx: SearchContext) -> Callable[[float], int]:
     if ctx.epochs_to_steps is None:
         raise ValueError("SearchContext.epochs_to_steps is not set: the HWA, LionHEART and ODiMo budgets are "
-                         "epochs of the training split; fix: pass epochs_to_steps (mps.training.epoch_steps over the training split)")
+                         "epochs of the training split; fix: pass epochs_to_steps (mps.training.epoch_steps over "
+                         "the training split)")
     return ctx.epochs_to_steps
 
 
