@@ -31,7 +31,7 @@ Every choice the abstract leaves open is ours, and says why:
   cost go first.  Measured on the default run (2026-12-04; README "HybridAC"): the first
   reading, the same share of every layer's lines ranked by ``E[x^2] * sum_o w^2``, gained
   +0.4 / +1.6 points at 1 day / 1 year over the straight conversion at 80 % analog MACs; the
-  same score ranked across layers per MAC gained +1.1 / +2.9 at 95 %, and the Fisher score
+  same score ranked across layers per MAC gained +1.2 / +3.0 at 95 %, and the Fisher score
   across layers +1.1 / +2.9 (per layer, +0.1 / +0.5 at 95 %).  Ranking across layers is what
   matters; the Fisher score is kept because, unlike the input energy, it compares layers on
   one scale (the loss);
