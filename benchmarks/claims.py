@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from benchmarks.common import Figure, Inputs
+from benchmarks.common import DAY, YEAR, Figure, Inputs
 
 TITLE = "2. The paper's accuracy claims, from the evaluate run"
 TEXT = ("Read from `evaluate/results.csv` and `drift.csv` of the run directory (accuracy = mean over programming-noise "
         "repeats on the test subset) and the mapping files of `search/mappings/`. Paper: ~+3.4 points over "
         "all-analog at >= 70 % analog MACs; up to 80 % of the weights on analog within FP32 accuracy.")
-DAY, YEAR = 86400.0, 31536000.0
 MIN_ANALOG_MACS = 70.0
 FP32_TOLERANCE = 1.0
 

@@ -21,6 +21,15 @@ import torch
 from mps.config import ConfigError, Params
 
 REPO = Path(__file__).resolve().parents[1]
+DAY, YEAR = 86400.0, 31536000.0  # the drift times the studies report: the headline and the last
+
+
+def seed_summary(accuracies) -> dict:
+    """Mean, std and worst programming seed of one network's accuracies at one drift time (a
+    column of :func:`mps.evaluation.drift_accuracy_grid`), with the seeds themselves: the worst
+    seed is reported because single collapsing seeds are what a user meets."""
+    return {"mean": round(float(accuracies.mean()), 3), "std": round(float(accuracies.std()), 3),
+            "worst": round(float(accuracies.min()), 3), "seeds": [round(float(v), 2) for v in accuracies]}
 
 
 class BenchmarkError(ConfigError):

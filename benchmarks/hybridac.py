@@ -24,7 +24,7 @@ from typing import Callable
 
 import torch
 
-from benchmarks.common import REPO, machine
+from benchmarks.common import DAY, REPO, YEAR, machine, seed_summary
 from mps.config import Params, load_params
 from mps.evaluation import drift_accuracy_grid
 from mps.runtime import seed_everything, set_threads
@@ -32,9 +32,6 @@ from mps.search.hybridac import build_hybrid, check_layers, hybrid_cost, line_se
 from mps.stages.common import (Splits, calibrate_input_ranges, eval_set, evaluation_options, hardware_profile,
                                load_splits)
 from mps.stages.pretrain import load_pretrained
-from mps.supernet.convert import trace_layers
-
-YEAR, DAY = 31536000.0, 86400.0
 
 
 def sensitivity_examples(splits: Splits, params: Params, n: int) -> tuple:
@@ -55,8 +52,7 @@ def study(params: Params, splits: Splits, pretrained: Path, fractions: list[floa
                     calib_batches=ev.bn_recalibration_batches, device="cpu", **evaluation_options(params))
     model, ckpt = load_pretrained(pretrained)
     shape = tuple(ckpt["image_shape"])
-    check_layers(model, shape)
-    infos, _ = trace_layers(model, shape)
+    infos = check_layers(model, shape)
     sensitivity = line_sensitivity(model, *sensitivity_examples(splits, params, examples))
     times = list(ev.drift_times)
     rows = []
@@ -75,9 +71,7 @@ def study(params: Params, splits: Splits, pretrained: Path, fractions: list[floa
                "test_examples": len(data.y), "fisher_examples": examples}
         for t, label in ((DAY, "1d"), (YEAR, "1y")):
             if t in times:
-                col = grid[:, times.index(t)]
-                row[label] = {"mean": round(float(col.mean()), 3), "std": round(float(col.std()), 3),
-                              "worst": round(float(col.min()), 3), "seeds": [round(float(v), 2) for v in col]}
+                row[label] = seed_summary(grid[:, times.index(t)])
         rows.append(row)
         emit(row)
         log(json.dumps({k: row[k] for k in ("fraction", "analog_mac_percent", "digital_size_mb")})

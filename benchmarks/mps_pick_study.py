@@ -39,7 +39,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from benchmarks.common import REPO
+from benchmarks.common import DAY, REPO, YEAR
 from mps.config import load_params
 from mps.cost_model import parse_hardware_profile
 from mps.evaluation import drift_accuracy_grid
@@ -51,8 +51,6 @@ from mps.stages.pretrain import load_pretrained
 from mps.supernet import extract
 from mps.supernet.adapted import WIDE
 from mps.training import evaluate_accuracy
-
-YEAR, DAY = 31536000.0, 86400.0
 
 
 class MemoEvaluator(ObjectiveEvaluator):

@@ -35,7 +35,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from benchmarks.common import REPO, machine
+from benchmarks.common import DAY, REPO, YEAR, machine, seed_summary
 from mps.config import AdaptConfig, load_params
 from mps.data import black_fill
 from mps.evaluation import accuracy_at, drift_accuracy_grid
@@ -47,13 +47,11 @@ from mps.stages.pretrain import load_pretrained
 from mps.supernet import extract, realize
 from mps.training import steps_per_epoch
 
-TIMES = (86400.0, 31536000.0)
+TIMES = (DAY, YEAR)
 
 
 def _summary(grid) -> dict:
-    return {label: {"mean": round(float(grid[:, j].mean()), 3), "std": round(float(grid[:, j].std()), 3),
-                    "worst": round(float(grid[:, j].min()), 3), "seeds": [round(float(v), 2) for v in grid[:, j]]}
-            for j, label in enumerate(("1d", "1y"))}
+    return {label: seed_summary(grid[:, j]) for j, label in enumerate(("1d", "1y"))}
 
 
 def _done(out: Path, kind: str) -> dict[float, dict]:

@@ -63,15 +63,16 @@ from mps.supernet.convert import _set_submodule, trace_layers, weight_layers
 from mps.supernet.operators import Analog, BuildContext
 
 
-def check_layers(model: nn.Module, input_shape: tuple[int, ...]) -> None:
-    """Stop before any work if a weight layer cannot go on analog tiles (HybridAC puts every
-    layer there), naming the layer."""
+def check_layers(model: nn.Module, input_shape: tuple[int, ...]) -> dict[str, LayerInfo]:
+    """The weight layers' traced infos; stops before any work if a layer cannot go on analog
+    tiles (HybridAC puts every layer there), naming the layer."""
     infos, _ = trace_layers(model, input_shape)
     for name, layer in weight_layers(model):
         reason = Analog.unsupported_reason(layer, infos[name])
         if reason:
             raise ConfigError(f"layer {name}: HybridAC puts every layer on analog tiles, and {reason}; "
                               "fix: use a model whose weight layers are all analog-capable")
+    return infos
 
 
 def line_sensitivity(model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> dict[str, torch.Tensor]:
@@ -162,8 +163,7 @@ def build_hybrid(model: nn.Module, masks: dict[str, torch.Tensor], profile,
     """``model`` (float, changed in place and returned) with every weight layer replaced by a
     :class:`HybridLayer`: the selected lines on a digital FP32 copy, the rest on the profile's
     analog tiles."""
-    check_layers(model, input_shape)
-    infos, _ = trace_layers(model, input_shape)
+    infos = check_layers(model, input_shape)
     for name, layer in weight_layers(model):
         mask = masks[name].to(layer.weight.device)
         analog_part = copy.deepcopy(layer)
