@@ -1,7 +1,7 @@
 """What moves MPS's best mapping with at least 70 % analog MACs: search seed, budget, round 0, validation size.
 
 ``python -m benchmarks.mps_pick_study [--params params.yaml] [--run-dir results/fashion-mnist/resnet8/s0]
-[--budgets 24] [--seeds 0,1,2,3,4] [--variant default|no-skip-round0|val2000] [--supernet PATH --seed N]
+[--budgets 24] [--seeds 0,1,2,3,4] [--variant default|no-skip-round0|val2000|alphas] [--supernet PATH --seed N]
 [--no-test]``
 
 On a finished run's adapted supernet, the MPS search (:func:`mps.search.mps_search.mps_search`
@@ -23,7 +23,9 @@ ablation); ``--no-test`` skips the picks' test measurement (validation only, a f
 
 Variants (one change each, for the README table "MPS's mapping with ≥ 70 % analog MACs"):
 ``no-skip-round0`` draws round 0's uniform sub-networks without ``skip`` (a candidate change,
-measured and not adopted); ``val2000`` gives the evaluator 2000 validation images.
+measured and not adopted); ``val2000`` gives the evaluator 2000 validation images; ``alphas``
+draws without the analog-share strata (``search.sampling: alphas``, the default before
+2026-12-05; the README's "Spreading MPS's draws over the analog share").
 Evaluations are memoised across the searches of one invocation (an evaluation is fixed by the
 mapping and the evaluator's seed), so the later searches cost less than the first.
 """
@@ -105,6 +107,8 @@ def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int
         cfg = cfg.model_copy(update={"val_examples": 2000})
     if variant == "no-skip-round0":
         skip_free_round0(supernet)
+    if variant == "alphas":
+        cfg = cfg.model_copy(update={"sampling": "alphas"})
     val = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
                    device=params.device, **evaluation_options(params))
     ev_cfg = params.evaluate
@@ -153,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--budgets", default="24")
     ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--variant", choices=["default", "no-skip-round0", "val2000"], default="default")
+    ap.add_argument("--variant", choices=["default", "no-skip-round0", "val2000", "alphas"], default="default")
     ap.add_argument("--min-analog", type=float, default=0.7, help="analog MAC share of the pick (fraction)")
     ap.add_argument("--supernet", type=Path, default=None, help="default <run-dir>/adapt/supernet.pt")
     ap.add_argument("--seed", type=int, default=None, help="params seed (the supernet's adaptation seed)")

@@ -390,6 +390,9 @@ class SearchConfig(_Section):
     bn_recalibration_batches: int = Field(default=8, ge=0)
     # HWA fine-tuning of the analog_hwa baseline, in epochs; null = the adaptation's budget (the same updates)
     hwa_epochs: float | None = Field(default=None, gt=0)
+    # MPS's draws per round: "stratified" (round 0 uniform after the anchors, later rounds softmax(alpha),
+    # each draw tilted toward its own stratum of analog MAC share) or "alphas" (the same, untilted)
+    sampling: Literal["stratified", "alphas"] = "stratified"
     # mappings drawn from the learned alphas to choose MPS's extraction candidates (cost model only, no evaluations)
     extraction_samples: int = Field(default=512, gt=0)
     # NSGA-II population size; None = budget // 4 clamped to [4, 50], so a small budget still sees generations

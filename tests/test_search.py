@@ -354,3 +354,47 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
     again = json.loads((tmp_path / "alone" / "search.json").read_text())["methods"]["odimo"]["details"]["runs"]
     assert again == saved["methods"]["odimo"]["details"]["runs"]
     assert list((tmp_path / "mlartifacts").rglob("search.json"))
+
+
+# --------------------------------------------------------------------------- share-stratified sampling
+def test_tilted_draws_reach_each_analog_share_and_keep_small_layers_free(tiny):
+    """The tilt solves for the asked expected analog-MAC share, leaves the distribution alone at
+    zero tilt, and draws more analog MACs for a higher target; one target per stratum."""
+    from mps.search.mps_search import (draw_at_share, expected_share, share_weights, solve_tilt,
+                                       stratified_targets, tilted_probabilities)
+
+    supernet = tiny[0]
+    weights = share_weights(supernet)
+    assert sum(weights.values()) == pytest.approx(1.0)
+    probs = tilted_probabilities(supernet, uniform=True)
+    for name, (ops, p) in probs(0.0).items():
+        assert torch.allclose(p, torch.full((len(ops),), 1.0 / len(ops)))
+    reach = expected_share(probs(1e4), weights)
+    for target in (0.1, 0.5, 0.9 * reach):
+        lam = solve_tilt(probs, weights, target)
+        assert expected_share(probs(lam), weights) == pytest.approx(target, abs=1e-4)
+    generator = torch.Generator().manual_seed(0)
+
+    def mean_share(target):
+        draws = [draw_at_share(supernet, probs, target, generator) for _ in range(100)]
+        return np.mean([sum(w for n, w in weights.items() if m[n] == "analog") for m in draws])
+    low, high = mean_share(0.1), mean_share(0.9 * reach)
+    assert low < 0.25 and high > 0.75 * reach
+    targets = stratified_targets(5, torch.Generator().manual_seed(1))
+    assert [int(t * 5) for t in targets] == [0, 1, 2, 3, 4]
+
+
+def test_stratified_search_is_deterministic_and_starts_from_the_anchors(tiny):
+    from mps.search.mps_search import uniform_paths
+
+    supernet = tiny[0]
+    params = tiny_params(**{"search.budget": 8, "search.iterations": 2, "search.pareto_size": 3,
+                            "search.alpha_steps": 10, "search.extraction_samples": 64,
+                            "search.sampling": "stratified"})
+    runs = []
+    for _ in range(2):
+        ev = make_evaluator(tiny, budget=params.search.budget, name="mps")
+        result = mps_search(supernet, ev, params.search, seed=5, log=lambda _msg: None)
+        runs.append([e.key for e in result.evaluations])
+    assert runs[0] == runs[1] and len(runs[0]) == 8
+    assert runs[0][:3] == [mapping_key(a) for a in uniform_paths(supernet)]

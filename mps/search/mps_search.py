@@ -12,7 +12,18 @@ search makes that score order mappings the way their true multi-objective Pareto
    from the current softmax(alpha).  Each is evaluated (counted against the budget) and all
    evaluated mappings so far are ranked by non-dominated sorting.  Without the anchors a
    uniform draw over 4^10 mappings, most with a destructive ``skip`` somewhere, found no
-   mapping as good as the plain all-analog one, which then dominated MPS's whole set;
+   mapping as good as the plain all-analog one, which then dominated MPS's whole set.
+   With ``search.sampling: stratified`` (the default) each round's draws after the anchors
+   are spread over the analog-MAC-share axis: draw i of n aims at a share in the i-th of n
+   equal strata, and comes from the round's distribution (uniform in round 0, softmax(alpha)
+   later) exponentially tilted along that share until its expected share is the target
+   (:func:`tilted_probabilities`). The plain draws (``alphas``: uniform, three layers in four
+   off analog, then the alphas fitted to a front spanning 0-100 %) seldom reach 80-99 %
+   analog MACs, and the search fell back to the all-analog path in 11 of 30 searches;
+   stratified: 7 of 30, validation hypervolume +0.042 ± 0.019, best >= 70 % mapping
+   +0.23 ± 0.13 points on test (3 adaptation seeds x 10 search seeds; README, "Spreading
+   MPS's draws over the analog share"). The paper's reference code draws from the alphas:
+   this is our departure, for the measured reason above;
 2. only the alphas are fine-tuned (the operator weights stay frozen; the score does not
    even depend on them) with a pairwise logistic loss: for every pair with
    ``rank_i < rank_j``, ``-log sigmoid(score_i - score_j)`` (RankNet), Adam,
@@ -130,6 +141,71 @@ def sample_from_alphas(supernet, generator: torch.Generator) -> dict[str, str]:
     return supernet.tie(out)
 
 
+ANALOG_KINDS = ("analog", WIDE)  # operators whose MACs count as analog (the analog-share objective)
+
+
+def share_weights(supernet) -> dict[str, float]:
+    """Each choice layer's share of the network's MACs: its weight in the analog-MAC-share objective."""
+    total = sum(info.macs for info in supernet.infos.values()) or 1
+    return {name: info.macs / total for name, info in supernet.infos.items()}
+
+
+def tilted_probabilities(supernet, uniform: bool) -> "callable":
+    """``probs(lam) -> {layer: (ops, probabilities)}``: the round's distribution (uniform over the
+    allowed operators, or softmax(alpha)) exponentially tilted along the analog-MAC share.
+
+    Tilting a product distribution by ``exp(lam * share(m))``, with ``share`` a sum of per-layer
+    MAC weights, keeps it a product distribution: each layer's analog logits gain ``lam * w_l``.
+    So a large ``lam`` turns the layers with many MACs analog first and leaves the small ones
+    (the first layer, the classifier, shortcuts) to their learned preference."""
+    weights = share_weights(supernet)
+    allowed = supernet.allowed
+    base = {}
+    with torch.no_grad():
+        for name, layer in supernet.choice_layers().items():
+            ops = allowed[name]
+            logits = (torch.zeros(len(ops)) if uniform else
+                      layer.alphas.detach().float()[[layer.op_names.index(op) for op in ops]])
+            mask = torch.tensor([op in ANALOG_KINDS for op in ops], dtype=torch.float32)
+            base[name] = (ops, logits, mask * weights[name])
+
+    def probs(lam: float) -> dict[str, tuple[list[str], torch.Tensor]]:
+        return {n: (ops, F.softmax(logits + lam * offset, dim=0)) for n, (ops, logits, offset) in base.items()}
+    return probs
+
+
+def expected_share(probs: Mapping[str, tuple[list[str], torch.Tensor]], weights: Mapping[str, float]) -> float:
+    return float(sum(weights[n] * sum(float(p) for op, p in zip(ops, pr) if op in ANALOG_KINDS)
+                     for n, (ops, pr) in probs.items()))
+
+
+def solve_tilt(probs, weights: Mapping[str, float], target: float) -> float:
+    """The tilt whose expected analog-MAC share is ``target`` (bisection: the share rises with
+    the tilt); a target beyond reach gets the nearest end of [-1e4, 1e4]."""
+    lo, hi = -1e4, 1e4
+    for _ in range(60):
+        mid = 0.5 * (lo + hi)
+        if expected_share(probs(mid), weights) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def draw_at_share(supernet, probs, target: float, generator: torch.Generator) -> dict[str, str]:
+    """One mapping from the tilted distribution whose expected analog-MAC share is ``target``."""
+    out = {}
+    for name, (ops, pr) in probs(solve_tilt(probs, share_weights(supernet), target)).items():
+        out[name] = ops[int(torch.multinomial(pr, 1, generator=generator))]
+    return supernet.tie(out)
+
+
+def stratified_targets(n: int, generator: torch.Generator) -> list[float]:
+    """``n`` analog-share targets, one in each of ``n`` equal strata of [0, 1] (Latin hypercube)."""
+    u = torch.rand(n, generator=generator)
+    return [float((i + u[i]) / n) for i in range(n)]
+
+
 def _fresh(evaluator: ObjectiveEvaluator, draw, n: int, seen: set[str], attempts: int) -> list[dict[str, str]]:
     """Up to ``n`` mappings from ``draw()`` that were not evaluated or drawn before."""
     out: list[dict[str, str]] = []
@@ -227,7 +303,16 @@ def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed:
     try:
         for r, n in enumerate(rounds):
             n = min(n, evaluator.remaining - reserve)
-            if r == 0:
+            if cfg.sampling == "stratified":
+                draws = []
+                if r == 0:
+                    anchors = uniform_paths(supernet)
+                    draws = _fresh(evaluator, iter(anchors).__next__, min(n, len(anchors)), seen, len(anchors))
+                probs = tilted_probabilities(supernet, uniform=r == 0)
+                for target in stratified_targets(n - len(draws), generator):
+                    draws += _fresh(evaluator, lambda t=target: draw_at_share(supernet, probs, t, generator), 1, seen,
+                                    100)
+            elif r == 0:
                 anchors = iter(uniform_paths(supernet))
                 draws = _fresh(evaluator, lambda: next(anchors, None) or supernet.sample_mapping(generator), n, seen,
                                100 * n)
