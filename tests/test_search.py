@@ -360,8 +360,8 @@ def test_search_stage_writes_every_output(tiny_data, tiny_supernet, tiny_pretrai
 def test_tilted_draws_reach_each_analog_share_and_keep_small_layers_free(tiny):
     """The tilt solves for the asked expected analog-MAC share, leaves the distribution alone at
     zero tilt, and draws more analog MACs for a higher target; one target per stratum."""
-    from mps.search.mps_search import (draw_at_share, expected_share, share_weights, solve_tilt,
-                                       stratified_targets, tilted_probabilities)
+    from mps.search.mps_search import (draw_tilted, expected_share, share_weights, solve_tilt, stratified_targets,
+                                       tilted_probabilities)
 
     supernet = tiny[0]
     weights = share_weights(supernet)
@@ -376,7 +376,8 @@ def test_tilted_draws_reach_each_analog_share_and_keep_small_layers_free(tiny):
     generator = torch.Generator().manual_seed(0)
 
     def mean_share(target):
-        draws = [draw_at_share(supernet, probs, target, generator) for _ in range(100)]
+        lam = solve_tilt(probs, weights, target)
+        draws = [draw_tilted(supernet, probs, lam, generator) for _ in range(100)]
         return np.mean([sum(w for n, w in weights.items() if m[n] == "analog") for m in draws])
     low, high = mean_share(0.1), mean_share(0.9 * reach)
     assert low < 0.25 and high > 0.75 * reach

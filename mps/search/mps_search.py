@@ -41,7 +41,7 @@ The alphas are restored after the search, so the supernet object is left as it w
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -150,7 +150,10 @@ def share_weights(supernet) -> dict[str, float]:
     return {name: info.macs / total for name, info in supernet.infos.items()}
 
 
-def tilted_probabilities(supernet, uniform: bool) -> "callable":
+TiltedDistribution = Callable[[float], dict[str, tuple[list[str], torch.Tensor]]]
+
+
+def tilted_probabilities(supernet, uniform: bool) -> TiltedDistribution:
     """``probs(lam) -> {layer: (ops, probabilities)}``: the round's distribution (uniform over the
     allowed operators, or softmax(alpha)) exponentially tilted along the analog-MAC share.
 
@@ -175,11 +178,12 @@ def tilted_probabilities(supernet, uniform: bool) -> "callable":
 
 
 def expected_share(probs: Mapping[str, tuple[list[str], torch.Tensor]], weights: Mapping[str, float]) -> float:
+    """Expected analog-MAC share of mappings drawn from ``probs`` (one distribution per layer)."""
     return float(sum(weights[n] * sum(float(p) for op, p in zip(ops, pr) if op in ANALOG_KINDS)
                      for n, (ops, pr) in probs.items()))
 
 
-def solve_tilt(probs, weights: Mapping[str, float], target: float) -> float:
+def solve_tilt(probs: TiltedDistribution, weights: Mapping[str, float], target: float) -> float:
     """The tilt whose expected analog-MAC share is ``target`` (bisection: the share rises with
     the tilt); a target beyond reach gets the nearest end of [-1e4, 1e4]."""
     lo, hi = -1e4, 1e4
@@ -192,10 +196,10 @@ def solve_tilt(probs, weights: Mapping[str, float], target: float) -> float:
     return 0.5 * (lo + hi)
 
 
-def draw_at_share(supernet, probs, target: float, generator: torch.Generator) -> dict[str, str]:
-    """One mapping from the tilted distribution whose expected analog-MAC share is ``target``."""
+def draw_tilted(supernet, probs: TiltedDistribution, lam: float, generator: torch.Generator) -> dict[str, str]:
+    """One mapping from the distribution tilted by ``lam`` (:func:`solve_tilt` finds the tilt of a share)."""
     out = {}
-    for name, (ops, pr) in probs(solve_tilt(probs, share_weights(supernet), target)).items():
+    for name, (ops, pr) in probs(lam).items():
         out[name] = ops[int(torch.multinomial(pr, 1, generator=generator))]
     return supernet.tie(out)
 
@@ -310,8 +314,12 @@ def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed:
                     draws = _fresh(evaluator, iter(anchors).__next__, min(n, len(anchors)), seen, len(anchors))
                 probs = tilted_probabilities(supernet, uniform=r == 0)
                 for target in stratified_targets(n - len(draws), generator):
-                    draws += _fresh(evaluator, lambda t=target: draw_at_share(supernet, probs, t, generator), 1, seen,
+                    lam = solve_tilt(probs, share_weights(supernet), target)
+                    draws += _fresh(evaluator, lambda lam=lam: draw_tilted(supernet, probs, lam, generator), 1, seen,
                                     100)
+                if len(draws) < n:  # a stratum's draws were all seen before: explore uniformly for the rest
+                    draws += _fresh(evaluator, lambda: supernet.sample_mapping(generator), n - len(draws), seen,
+                                    100 * n)
             elif r == 0:
                 anchors = iter(uniform_paths(supernet))
                 draws = _fresh(evaluator, lambda: next(anchors, None) or supernet.sample_mapping(generator), n, seen,
