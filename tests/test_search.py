@@ -218,15 +218,17 @@ def test_mps_search_is_deterministic(tiny, tmp_path):
         assert torch.equal(a.detach(), b)
 
 
-def test_mps_set_contains_the_uniform_anchors_and_no_mapping_they_dominate(tiny):
+@pytest.mark.parametrize("sampling", ["stratified", "alphas"])
+def test_mps_set_contains_the_uniform_anchors_and_no_mapping_they_dominate(tiny, sampling):
     """Round 0 starts from the uniform paths, so no uniform mapping (measured by the same
-    evaluator, same seed) dominates a mapping of MPS's set."""
+    evaluator, same seed) dominates a mapping of MPS's set, whichever way the rounds draw."""
     from mps.pareto import dominates
     from mps.search.mps_search import uniform_paths
 
     supernet = tiny[0]
     params = tiny_params(**{"search.budget": 6, "search.iterations": 2, "search.pareto_size": 3,
-                            "search.alpha_steps": 10, "search.extraction_samples": 64})
+                            "search.alpha_steps": 10, "search.extraction_samples": 64,
+                            "search.sampling": sampling})
     anchors = uniform_paths(supernet)
     assert [a[next(iter(a))] for a in anchors][:1] == ["analog"] and len(anchors) == 3
     ev = make_evaluator(tiny, budget=params.search.budget, name="mps")
@@ -399,3 +401,13 @@ def test_stratified_search_is_deterministic_and_starts_from_the_anchors(tiny):
         runs.append([e.key for e in result.evaluations])
     assert runs[0] == runs[1] and len(runs[0]) == 8
     assert runs[0][:3] == [mapping_key(a) for a in uniform_paths(supernet)]
+
+
+def test_sampling_knob_is_validated_before_any_work():
+    from mps.config import parse_params
+
+    with pytest.raises(ConfigError, match="search.sampling") as err:
+        parse_params({"search": {"sampling": "uniform"}})
+    assert "\n" not in str(err.value)
+    assert parse_params({}).search.sampling == "stratified"
+    assert parse_params({"search": {"sampling": "alphas"}}).search.sampling == "alphas"
