@@ -25,7 +25,7 @@ Variants (one change each, for the README table "MPS's mapping with ≥ 70 % ana
 ``no-skip-round0`` draws round 0's uniform sub-networks without ``skip`` (a candidate change,
 measured and not adopted); ``val2000`` gives the evaluator 2000 validation images; ``alphas``
 draws without the analog-share strata (``search.sampling: alphas``, the default before
-2026-12-05; the README's "Spreading MPS's draws over the analog share").
+commit 608f0ff; the README's "Spreading MPS's draws over the analog share").
 Evaluations are memoised across the searches of one invocation (an evaluation is fixed by the
 mapping and the evaluator's seed), so the later searches cost less than the first.
 """
