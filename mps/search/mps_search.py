@@ -303,6 +303,7 @@ def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed:
     """Run the MPS search within ``evaluator``'s budget; the supernet's alphas are restored after."""
     generator = torch.Generator().manual_seed(seed)
     saved = [a.detach().clone() for a in supernet.alpha_parameters()]
+    weights = share_weights(supernet)  # the layers' MAC shares: fixed for the whole search
     rounds, reserve = budget_plan(evaluator.budget, cfg.iterations, cfg.pareto_size)
     seen: set[str] = set()
     round_log: list[dict[str, float]] = []
@@ -316,7 +317,7 @@ def mps_search(supernet, evaluator: ObjectiveEvaluator, cfg: SearchConfig, seed:
                     draws = _fresh(evaluator, iter(anchors).__next__, min(n, len(anchors)), seen, len(anchors))
                 probs = tilted_probabilities(supernet, uniform=r == 0)
                 for target in stratified_targets(n - len(draws), generator):
-                    lam = solve_tilt(probs, share_weights(supernet), target)
+                    lam = solve_tilt(probs, weights, target)
                     draws += _fresh(evaluator, lambda lam=lam: draw_tilted(supernet, probs, lam, generator), 1, seen,
                                     100)
                 if len(draws) < n:  # a stratum's draws were all seen before: explore uniformly for the rest
