@@ -393,6 +393,11 @@ class SearchConfig(_Section):
     # MPS's draws per round: "stratified" (round 0 uniform after the anchors, later rounds softmax(alpha),
     # each draw tilted toward its own stratum of analog MAC share) or "alphas" (the same, untilted)
     sampling: Literal["stratified", "alphas"] = "stratified"
+    # which sequence of draws MPS's search (and MPAAS's) takes: 0 = the run seed's (every run before
+    # 2026-12-05); k > 0 = an independent one derived from the run seed and k. The evaluator, its
+    # images and programming seeds stay the run seed's, so searches of one supernet with different
+    # draw seeds differ only in the search's own luck (the ablation runs several: ablation.search_draws)
+    draw_seed: int = Field(default=0, ge=0)
     # mappings drawn from the learned alphas to choose MPS's extraction candidates (cost model only, no evaluations)
     extraction_samples: int = Field(default=512, gt=0)
     # NSGA-II population size; None = budget // 4 clamped to [4, 50], so a small budget still sees generations
@@ -441,9 +446,13 @@ def _default_variants() -> dict[str, dict[str, Any]]:
 
 class AblationConfig(_Section):
     """`snakemake ablation`: adaptation variants (overrides of adapt.* keys), each adapted from
-    the same pretrained model with every seed, then searched and evaluated (mps.stages.ablation)."""
+    the same pretrained model with every seed, then searched `search_draws` times and each search
+    evaluated (mps.stages.ablation)."""
 
     seeds: list[int] = Field(default_factory=lambda: [0, 1], min_length=1)
+    # MPS searches of each adapted supernet, with draw seeds 0 ... n-1 (search.draw_seed): one search's
+    # best >= 70 % mapping moves by about a point with its draws alone, more than most components do
+    search_draws: int = Field(default=2, ge=1)
     variants: dict[str, dict[str, Any]] = Field(default_factory=_default_variants, min_length=1)
     min_analog_mac_percent: float = Field(default=70.0, ge=0, le=100)
 

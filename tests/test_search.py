@@ -401,6 +401,15 @@ def test_stratified_search_is_deterministic_and_starts_from_the_anchors(tiny):
         runs.append([e.key for e in result.evaluations])
     assert runs[0] == runs[1] and len(runs[0]) == 8
     assert runs[0][:3] == [mapping_key(a) for a in uniform_paths(supernet)]
+    # search.draw_seed 0 is the run seed's sequence; another draw seed draws other mappings on the
+    # same supernet and evaluator, from the same anchors (the ablation's searches per supernet)
+    from mps.stages.search import mps_draw_seed
+
+    assert mps_draw_seed(5, 0) == 5 and mps_draw_seed(5, 1) not in (5, mps_draw_seed(5, 2))
+    ev = make_evaluator(tiny, budget=params.search.budget, name="mps")
+    other = [e.key for e in mps_search(supernet, ev, params.search, seed=mps_draw_seed(5, 1),
+                                       log=lambda _msg: None).evaluations]
+    assert other[:3] == runs[0][:3] and other[3:] != runs[0][3:]
 
 
 def test_sampling_knob_is_validated_before_any_work():
@@ -411,3 +420,8 @@ def test_sampling_knob_is_validated_before_any_work():
     assert "\n" not in str(err.value)
     assert parse_params({}).search.sampling == "stratified"
     assert parse_params({"search": {"sampling": "alphas"}}).search.sampling == "alphas"
+    # the draw seed and the ablation's searches per supernet likewise
+    for section, key, bad in (("search", "draw_seed", -1), ("ablation", "search_draws", 0)):
+        with pytest.raises(ConfigError, match=f"{section}.{key}"):
+            parse_params({section: {key: bad}})
+    assert parse_params({}).search.draw_seed == 0 and parse_params({}).ablation.search_draws == 2

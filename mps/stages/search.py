@@ -96,6 +96,12 @@ class SearchContext:
     epochs_to_steps: Callable[[float], int] | None = None
 
 
+def mps_draw_seed(run_seed: int, draw_seed: int) -> int:
+    """The seed of MPS's own draws: the run seed for ``search.draw_seed`` 0 (as every run before
+    it existed), else an independent seed derived from the run seed and the draw seed."""
+    return run_seed if draw_seed == 0 else derived_seed(run_seed, f"mps-draws-{draw_seed}")
+
+
 def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
     """Run one method within ``evaluator``'s budget; time it, evaluations included.
 
@@ -106,7 +112,8 @@ def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -
     seed_everything(derived_seed(ctx.seed, method))
     t0 = time.perf_counter()
     if method == "mpaas":  # MPS over the extended space, adapted candidates included
-        result = mps_search(ctx.supernet, evaluator, ctx.cfg, ctx.seed, method="mpaas")
+        result = mps_search(ctx.supernet, evaluator, ctx.cfg, mps_draw_seed(ctx.seed, ctx.cfg.draw_seed),
+                            method="mpaas")
     else:  # MPS and every baseline search the plain operators
         with ctx.supernet.excluding({WIDE}):
             result = _run_plain_method(method, evaluator, ctx)
@@ -117,7 +124,7 @@ def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -
 def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
     cfg, k, seed, sn = ctx.cfg, ctx.cfg.pareto_size, ctx.seed, ctx.supernet
     if method == "mps":
-        result = mps_search(sn, evaluator, cfg, seed)
+        result = mps_search(sn, evaluator, cfg, mps_draw_seed(seed, cfg.draw_seed))
     elif method == "fp32":
         result = fp32_baseline(evaluator, sn, lambda: ctx.build_pretrained(fp32_mapping(sn)), k, seed)
     elif method in ("int8", "analog"):
@@ -426,7 +433,7 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     lower, upper, hv_info = hypervolume_setup(objectives, fp32_size, written)
     files = mapping_files(results, model_id, prov, cfg)
     summary: dict[str, Any] = {"model_id": model_id, "drift_time": cfg.drift_time, "budget": cfg.budget,
-                               "objectives": objectives, "val_examples": len(data.x),
+                               "draw_seed": cfg.draw_seed, "objectives": objectives, "val_examples": len(data.x),
                                "hypervolume_reference": hv_info, "methods": {}, "provenance": prov}
     metrics: dict[str, float] = {}
     for result in results:

@@ -1,7 +1,8 @@
 # `snakemake ablation`: the paper's ablation of the adaptation (params `ablation`); not part of
-# the default run. Every variant x seed adapts from the run's pretrained model, searches (MPS,
-# the uniform int8 / analog paths, and fp32 for the table's useful-range hypervolume) and
-# evaluates; `mps ablation` tabulates and plots them.
+# the default run. Every variant x seed adapts from the run's pretrained model; each adapted
+# supernet is searched `ablation.search_draws` times (MPS with draw seeds 0 ... n-1, the uniform
+# int8 / analog paths, and fp32 for the table's useful-range hypervolume) and each search is
+# evaluated; `mps ablation` tabulates and plots them.
 import shlex
 
 
@@ -11,6 +12,7 @@ wildcard_constraints:
     seed=r"\d+",
     variant="[^/]+",
     rep=r"\d+",
+    draw=r"\d+",
 
 
 def ablation_config():
@@ -21,7 +23,9 @@ def ablation_config():
 
 
 def ablation_dir(stage):
-    return OUT + "/{dataset}/{model}/s{seed}/ablation/{variant}/r{rep}/" + stage
+    """The adaptation of a variant x seed is r{rep}/adapt; each of its searches is r{rep}/d{draw}/."""
+    search_level = "" if stage == "adapt" else "d{draw}/"
+    return OUT + "/{dataset}/{model}/s{seed}/ablation/{variant}/r{rep}/" + search_level + stage
 
 
 def variant_sets(wildcards):
@@ -38,7 +42,7 @@ def ablation_cmd(stage):
 def ablation_runs(wildcards):
     cfg = ablation_config()
     return expand(ablation_dir("evaluate") + "/results.csv", dataset=wildcards.dataset, model=wildcards.model,
-                  seed=wildcards.seed, variant=list(cfg.variants), rep=cfg.seeds)
+                  seed=wildcards.seed, variant=list(cfg.variants), rep=cfg.seeds, draw=range(cfg.search_draws))
 
 
 rule ablation:
@@ -54,7 +58,9 @@ rule ablation_adapt:
         supernet=ablation_dir("adapt") + "/supernet.pt",
         metrics=ablation_dir("adapt") + "/metrics.json",
     params:
-        digest=section_digest("space", "adapt", "ablation", "hardware_profile", "device"),
+        # the variant's own overrides are `sets`: another variant's, the seeds or the searches per
+        # supernet do not touch this adaptation
+        digest=section_digest("space", "adapt", "hardware_profile", "device"),
         sets=variant_sets,
         out=ablation_dir("adapt"),
     log:
@@ -80,12 +86,12 @@ rule ablation_search:
         summary=ablation_dir("search") + "/search.json",
     params:
         digest=section_digest("search", "device"),
-        sets="--set='search.baselines=[int8, analog, fp32]'",
+        sets=lambda wildcards: f"--set='search.baselines=[int8, analog, fp32]' --set=search.draw_seed={wildcards.draw}",
         out=ablation_dir("search"),
     log:
-        OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-search.log",
+        OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-d{draw}-search.log",
     benchmark:
-        OUT + "/benchmarks/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-search.tsv"
+        OUT + "/benchmarks/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-d{draw}-search.tsv"
     threads: 4
     resources:
         mem_mb=6000,
@@ -110,9 +116,9 @@ rule ablation_evaluate:
         sets="",
         out=ablation_dir("evaluate"),
     log:
-        OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-evaluate.log",
+        OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-d{draw}-evaluate.log",
     benchmark:
-        OUT + "/benchmarks/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-evaluate.tsv"
+        OUT + "/benchmarks/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-d{draw}-evaluate.tsv"
     threads: 4
     resources:
         mem_mb=6000,
