@@ -23,8 +23,9 @@ search makes that score order mappings the way their true multi-objective Pareto
    to the all-analog path in 11 of 30 searches with them and in 7 of 30 with the strata,
    the validation hypervolume rose by 0.042 ± 0.019 and the best >= 70 % mapping by
    0.23 ± 0.13 points on test (README, "Spreading MPS's draws over the analog share"); the
-   whole sets' test hypervolume moved -0.013 ± 0.027 on adaptation seed 0 and +0.056 ± 0.032
-   on seed 1 (useful range). The
+   whole sets' test hypervolume moved -0.013 ± 0.027 on adaptation seed 0, +0.056 ± 0.032
+   on seed 1 and +0.040 ± 0.027 on seed 2 (useful range; +0.020 ± 0.017 over the 22
+   searches). The
    paper's reference code draws from the alphas: this is our departure, for that reason;
 2. only the alphas are fine-tuned (the operator weights stay frozen; the score does not
    even depend on them) with a pairwise logistic loss: for every pair with
