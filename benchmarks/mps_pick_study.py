@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.mps_pick_study [--params params.yaml] [--run-dir results/fashion-mnist/resnet8/s0]
 [--budgets 24] [--seeds 0,1,2,3,4] [--variant default|no-skip-round0|val2000|alphas] [--supernet PATH --seed N]
-[--no-test]``
+[--no-test] [--ablation OUT.jsonl]``
 
 On a finished run's adapted supernet, the MPS search (:func:`mps.search.mps_search.mps_search`
 over the plain operators, as the search stage runs it) is repeated with several seeds of its own
@@ -20,6 +20,15 @@ points to that accuracy, analog share 0 to 1: the quality of the whole set, not 
 variant's (``<run-dir>/ablation/<variant>/r<seed>/adapt/supernet.pt`` with ``--seed <seed>``, the
 seed it was adapted and searched with: it also draws the validation and test subsets, as in the
 ablation); ``--no-test`` skips the picks' test measurement (validation only, a few times faster).
+
+``--ablation OUT.jsonl`` runs the study on every adapted supernet of a finished ``snakemake
+ablation`` (each variant of ``ablation.variants`` x each of ``ablation.seeds``, each with its own
+seed), appends one line per search to OUT.jsonl (fields ``ablation_variant`` and
+``adaptation_seed``; a supernet already in the file is not searched again, so an interrupted
+study resumes), and prints two tables: each variant's mean pick over all its searches, and each
+variant minus the default adaptation (the variant without overrides), paired by adaptation seed and
+search seed.  Why: the ablation stage reads one or a few searches per supernet, and one search's
+pick moves by about a point with its draws alone (README, "More than one search per supernet").
 
 Variants (one change each, for the README table "MPS's mapping with ≥ 70 % analog MACs"):
 ``no-skip-round0`` draws round 0's uniform sub-networks without ``skip`` (a candidate change,
@@ -42,6 +51,7 @@ import numpy as np
 import torch
 
 from benchmarks.common import DAY, REPO, YEAR
+from mps.artifacts import ArtifactError
 from mps.config import load_params
 from mps.cost_model import parse_hardware_profile
 from mps.evaluation import drift_accuracy_grid
@@ -150,6 +160,90 @@ def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int
     return rows
 
 
+def ablation_supernets(params, run_dir: Path) -> list[tuple[str, int, Path]]:
+    """(variant, adaptation seed, supernet) of every run of ``snakemake ablation``; all of them
+    must exist before any search starts."""
+    cfg = params.ablation
+    runs = [(v, s, run_dir / "ablation" / v / f"r{s}" / "adapt" / "supernet.pt")
+            for v in cfg.variants for s in cfg.seeds]
+    missing = [str(p) for _, _, p in runs if not p.is_file()]
+    if missing:
+        raise ArtifactError(f"{len(missing)} ablation supernet(s) not found, e.g. {missing[0]}; fix: run "
+                            "`snakemake ablation` with the same params first (or pass that run's --run-dir)")
+    return runs
+
+
+def ablation_study(params, run_dir: Path, data_dir: Path, seeds: list[int], out: Path, log=print) -> list[dict]:
+    """The study on every ablation supernet, ``seeds`` as search seeds; one line per search appended
+    to ``out`` (resumes: a (variant, adaptation seed) already there is skipped).  All its rows."""
+    runs = ablation_supernets(params, run_dir)
+    rows = [json.loads(line) for line in out.read_text().splitlines() if line.strip()] if out.is_file() else []
+    done = {(r["ablation_variant"], r["adaptation_seed"]) for r in rows}
+    pretrained = run_dir / "pretrain" / "model.pt"
+    fp32_model, _ = load_pretrained(pretrained)
+    for variant, seed, path in runs:
+        if (variant, seed) in done:
+            log(f"ablation study: {variant} r{seed} already in {out}")
+            continue
+        splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, path, pretrained)
+        seeded = params.model_copy(update={"seed": seed})  # the seed it was adapted, searched and evaluated with
+        new = study(seeded, splits, supernet, parse_hardware_profile(ckpt["profile"]), [seeded.search.budget], seeds,
+                    log=lambda _line: None, fp32_model=fp32_model)
+        with out.open("a") as f:
+            for r in new:
+                r.update(ablation_variant=variant, adaptation_seed=seed)
+                f.write(json.dumps(r) + "\n")
+        rows.extend(new)
+        log(f"ablation study: {variant} r{seed}: {len(new)} searches -> {out}")
+    return rows
+
+
+def _mean_se(values: list[float]) -> tuple[float, float]:
+    a = np.asarray(values, dtype=float)
+    return float(a.mean()), float(a.std(ddof=1) / np.sqrt(len(a))) if len(a) > 1 else float("nan")
+
+
+def ablation_tables(rows: list[dict], variants: dict[str, dict]) -> str:
+    """Markdown: per variant the mean pick (1 day, 1 year; ± standard error over its searches),
+    fall-backs to the all-analog path and validation hypervolume; then each variant minus the
+    default adaptation (the variant without overrides, else the first), paired by (adaptation
+    seed, search seed).  A search without a pick (nothing >= the analog share) counts as no pick."""
+    by_variant: dict[str, dict[tuple[int, int], dict]] = {}
+    for r in rows:
+        by_variant.setdefault(r["ablation_variant"], {})[(r["adaptation_seed"], r["seed"])] = r
+    order = [v for v in variants if v in by_variant] + sorted(v for v in by_variant if v not in variants)
+    pick = lambda r, i: r["pick_test_1d_mean_std_1y_mean_std"][i]  # noqa: E731
+    lines = ["| variant | searches | pick 1 d (± SE) | pick 1 y (± SE) | fall-backs to all-analog | searches without a pick "
+             "| validation hypervolume, useful range |", "|---|---|---|---|---|---|---|"]
+    for v in order:
+        runs = list(by_variant[v].values())
+        picked = [r for r in runs if "pick_test_1d_mean_std_1y_mean_std" in r]
+        d1, y1 = (_mean_se([pick(r, i) for r in picked]) if picked else (float("nan"),) * 2 for i in (0, 2))
+        hv = np.mean([r["val_hv_useful"] for r in runs if "val_hv_useful" in r] or [np.nan])
+        fall = sum(r.get("pick_analog", 0.0) >= 0.999 for r in picked)
+        lines.append(f"| {v} | {len(runs)} | {d1[0]:.2f} ± {d1[1]:.2f} | {y1[0]:.2f} ± {y1[1]:.2f} | {fall} | "
+                     f"{len(runs) - len(picked)} | {hv:.3f} |")
+    default = next((v for v in variants if not variants[v] and v in by_variant), order[0])
+    lines += ["", f"Each variant minus `{default}`, paired by adaptation seed and search seed (± SE):", "",
+              "| variant | pairs | pick 1 d | pick 1 y | validation hypervolume |", "|---|---|---|---|---|"]
+    for v in order:
+        if v == default:
+            continue
+        keys = [k for k in sorted(by_variant[v]) if k in by_variant[default]
+                and "pick_test_1d_mean_std_1y_mean_std" in by_variant[v][k]
+                and "pick_test_1d_mean_std_1y_mean_std" in by_variant[default][k]]
+        if not keys:
+            continue
+        a, b = by_variant[v], by_variant[default]
+        cells = []
+        for diff in ([pick(a[k], 0) - pick(b[k], 0) for k in keys], [pick(a[k], 2) - pick(b[k], 2) for k in keys],
+                     [a[k].get("val_hv_useful", np.nan) - b[k].get("val_hv_useful", np.nan) for k in keys]):
+            m, se = _mean_se(diff)
+            cells.append(f"{m:+.3f} ± {se:.3f}")
+        lines.append(f"| {v} | {len(keys)} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m benchmarks.mps_pick_study", description=__doc__.splitlines()[0])
     ap.add_argument("--params", type=Path, default=REPO / "params.yaml")
@@ -162,8 +256,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--supernet", type=Path, default=None, help="default <run-dir>/adapt/supernet.pt")
     ap.add_argument("--seed", type=int, default=None, help="params seed (the supernet's adaptation seed)")
     ap.add_argument("--no-test", action="store_true", help="do not measure the picks on the test subset")
+    ap.add_argument("--ablation", type=Path, default=None, metavar="OUT.jsonl",
+                    help="every supernet of the run's `snakemake ablation`, --seeds each; lines appended to OUT.jsonl")
     args = ap.parse_args(argv)
     params = load_params(args.params)
+    if args.ablation is not None:
+        data_dir = args.data_dir or args.run_dir.parents[2] / "data" / params.data.dataset
+        rows = ablation_study(params, args.run_dir, data_dir, [int(s) for s in args.seeds.split(",")], args.ablation,
+                              log=lambda line: print(line, flush=True))
+        print(ablation_tables(rows, params.ablation.variants))
+        return 0
     if args.seed is not None:
         params = params.model_copy(update={"seed": args.seed})
     data_dir = args.data_dir or args.run_dir.parents[2] / "data" / params.data.dataset

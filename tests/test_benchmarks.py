@@ -207,6 +207,29 @@ def test_mps_pick_study_measures_the_pick_as_the_evaluator_does(tiny_data, tiny_
         assert r["pick_test_1d_mean_std_1y_mean_std"][2] == pytest.approx(round(float(grid[:, 1].mean()), 2))
 
 
+def test_ablation_pick_tables_pair_each_variant_with_the_default(tmp_path):
+    """`mps_pick_study --ablation`'s tables: each variant's mean pick over its searches, and each
+    variant minus the default adaptation paired by (adaptation seed, search seed); a missing
+    ablation supernet stops the study before any search, naming the command that makes it."""
+    from benchmarks import mps_pick_study
+    from mps.artifacts import ArtifactError
+
+    def row(variant, adapt, seed, day, year, share=0.8, hv=1.0):
+        return {"ablation_variant": variant, "adaptation_seed": adapt, "seed": seed, "val_hv_useful": hv,
+                "pick_analog": share, "pick_test_1d_mean_std_1y_mean_std": [day, 0.1, year, 0.1]}
+
+    rows = [row("mps", 0, 0, 92.0, 91.0), row("mps", 0, 1, 92.4, 91.4), row("mps", 1, 0, 91.6, 90.6, share=1.0),
+            row("qat", 0, 0, 91.0, 90.0), row("qat", 0, 1, 91.4, 90.4), row("qat", 1, 0, 91.6, 90.6, hv=0.7),
+            {"ablation_variant": "qat", "adaptation_seed": 1, "seed": 1, "val_hv_useful": 0.5}]  # no pick
+    md = mps_pick_study.ablation_tables(rows, {"qat": {"hwa": "none"}, "mps": {}})
+    assert "| qat | 4 | 91.33 ± 0.18 | 90.33 ± 0.18 | 0 | 1 | 0.800 |" in md
+    assert "| mps | 3 | 92.00 ± 0.23 | 91.00 ± 0.23 | 1 | 0 | 1.000 |" in md
+    assert "Each variant minus `mps`" in md and "| qat | 3 | -0.667 ± 0.333 | -0.667 ± 0.333 | -0.100 ± 0.100 |" in md
+    params = tiny_params()
+    with pytest.raises(ArtifactError, match="snakemake ablation"):
+        mps_pick_study.ablation_supernets(params, tmp_path / "no-run")
+
+
 def test_mapping_times_are_remeasured_with_the_pipelines_own_commands(tiny_data, tiny_pretrained, tmp_path):
     """Group 1 re-runs `mps adapt` and `mps search` (LionHEART and ODiMo as its baselines) from the
     run's pretrained checkpoint and reads each method's mapping time from that search's record."""

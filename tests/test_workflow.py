@@ -425,6 +425,16 @@ def test_ablation_target_runs_on_the_tiny_profile(snakemake_run):
     for variant in ("mps", "no_qat_no_hwa"):
         summary = json.loads((folder / variant / "r0" / "d1" / "search" / "search.json").read_text())
         assert summary["draw_seed"] == 1, "the search records its draw seed"
+    # the pick study over every ablation supernet: one line per search, resumed without searching again
+    study = [sys.executable, "-m", "benchmarks.mps_pick_study", "--params", "config/params-tiny.yaml",
+             "--run-dir", RUN, "--seeds", "0,1", "--ablation", "picks.jsonl"]
+    first = _run(study, repo).stdout
+    lines = [json.loads(line) for line in (repo / "picks.jsonl").read_text().splitlines()]
+    assert sorted((r["ablation_variant"], r["adaptation_seed"], r["seed"]) for r in lines) == [
+        ("mps", 0, 0), ("mps", 0, 1), ("no_qat_no_hwa", 0, 0), ("no_qat_no_hwa", 0, 1)]
+    assert "Each variant minus `mps`" in first and "| no_qat_no_hwa | 2 |" in first
+    again = _run(study, repo).stdout
+    assert "already in picks.jsonl" in again and len((repo / "picks.jsonl").read_text().splitlines()) == 4
     for col in ("analog_ref", "analog_last", "int8"):
         assert table[col].between(0, 100).all(), col
     assert (table["hypervolume"] >= 0).all()
