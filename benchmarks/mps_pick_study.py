@@ -212,12 +212,16 @@ def ablation_tables(rows: list[dict], variants: dict[str, dict]) -> str:
     for r in rows:
         by_variant.setdefault(r["ablation_variant"], {})[(r["adaptation_seed"], r["seed"])] = r
     order = [v for v in variants if v in by_variant] + sorted(v for v in by_variant if v not in variants)
-    pick = lambda r, i: r["pick_test_1d_mean_std_1y_mean_std"][i]  # noqa: E731
+    picked_key = "pick_test_1d_mean_std_1y_mean_std"  # absent when a search had no pick
+
+    def pick(r: dict, i: int) -> float:
+        return r[picked_key][i]
+
     lines = ["| variant | searches | pick 1 d (± SE) | pick 1 y (± SE) | fall-backs to all-analog | searches without a pick "
              "| validation hypervolume, useful range |", "|---|---|---|---|---|---|---|"]
     for v in order:
         runs = list(by_variant[v].values())
-        picked = [r for r in runs if "pick_test_1d_mean_std_1y_mean_std" in r]
+        picked = [r for r in runs if picked_key in r]
         d1, y1 = (_mean_se([pick(r, i) for r in picked]) if picked else (float("nan"),) * 2 for i in (0, 2))
         hv = np.mean([r["val_hv_useful"] for r in runs if "val_hv_useful" in r] or [np.nan])
         fall = sum(r.get("pick_analog", 0.0) >= 0.999 for r in picked)
@@ -229,12 +233,10 @@ def ablation_tables(rows: list[dict], variants: dict[str, dict]) -> str:
     for v in order:
         if v == default:
             continue
-        keys = [k for k in sorted(by_variant[v]) if k in by_variant[default]
-                and "pick_test_1d_mean_std_1y_mean_std" in by_variant[v][k]
-                and "pick_test_1d_mean_std_1y_mean_std" in by_variant[default][k]]
+        a, b = by_variant[v], by_variant[default]
+        keys = [k for k in sorted(a) if k in b and picked_key in a[k] and picked_key in b[k]]
         if not keys:
             continue
-        a, b = by_variant[v], by_variant[default]
         cells = []
         for diff in ([pick(a[k], 0) - pick(b[k], 0) for k in keys], [pick(a[k], 2) - pick(b[k], 2) for k in keys],
                      [a[k].get("val_hv_useful", np.nan) - b[k].get("val_hv_useful", np.nan) for k in keys]):
@@ -260,21 +262,21 @@ def main(argv: list[str] | None = None) -> int:
                     help="every supernet of the run's `snakemake ablation`, --seeds each; lines appended to OUT.jsonl")
     args = ap.parse_args(argv)
     params = load_params(args.params)
+    data_dir = args.data_dir or args.run_dir.parents[2] / "data" / params.data.dataset
+    seeds = [int(s) for s in args.seeds.split(",")]
     if args.ablation is not None:
-        data_dir = args.data_dir or args.run_dir.parents[2] / "data" / params.data.dataset
-        rows = ablation_study(params, args.run_dir, data_dir, [int(s) for s in args.seeds.split(",")], args.ablation,
+        rows = ablation_study(params, args.run_dir, data_dir, seeds, args.ablation,
                               log=lambda line: print(line, flush=True))
         print(ablation_tables(rows, params.ablation.variants))
         return 0
     if args.seed is not None:
         params = params.model_copy(update={"seed": args.seed})
-    data_dir = args.data_dir or args.run_dir.parents[2] / "data" / params.data.dataset
     pretrained = args.run_dir / "pretrain" / "model.pt"
     splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, args.supernet or args.run_dir / "adapt" / "supernet.pt",
                                                      pretrained)
     fp32_model, _ = load_pretrained(pretrained)
     study(params, splits, supernet, parse_hardware_profile(ckpt["profile"]),
-          [int(b) for b in args.budgets.split(",")], [int(s) for s in args.seeds.split(",")], args.variant,
+          [int(b) for b in args.budgets.split(",")], seeds, args.variant,
           args.min_analog, log=lambda line: print(line, flush=True), fp32_model=fp32_model,
           measure_test=not args.no_test)
     return 0
