@@ -1,8 +1,8 @@
 """What moves MPS's best mapping with at least 70 % analog MACs: search seed, budget, round 0, validation size.
 
 ``python -m benchmarks.mps_pick_study [--params params.yaml] [--run-dir results/fashion-mnist/resnet8/s0]
-[--budgets 24] [--seeds 0,1,2,3,4] [--variant default|no-skip-round0|val2000|alphas] [--supernet PATH --seed N]
-[--no-test] [--ablation OUT.jsonl]``
+[--budgets 24] [--seeds 0,1,2,3,4] [--variant default|no-skip-round0|val2000|alphas|anchors [--anchors K]]
+[--supernet PATH --seed N [--sensitivity CSV]] [--no-test] [--ablation OUT.jsonl]``
 
 On a finished run's adapted supernet, the MPS search (:func:`mps.search.mps_search.mps_search`
 over the plain operators, as the search stage runs it) is repeated with several seeds of its own
@@ -34,7 +34,10 @@ Variants (one change each, for the README table "MPS's mapping with ≥ 70 % ana
 ``no-skip-round0`` draws round 0's uniform sub-networks without ``skip`` (a candidate change,
 measured and not adopted); ``val2000`` gives the evaluator 2000 validation images; ``alphas``
 draws without the analog-share strata (``search.sampling: alphas``, the default before
-commit 608f0ff; the README's "Spreading MPS's draws over the analog share").
+commit 608f0ff; the README's "Spreading MPS's draws over the analog share"); ``anchors`` adds
+``--anchors`` sensitivity anchors to round 0 (``search.sensitivity_anchors``; the layer order comes
+from ``--sensitivity``, by default the ``calibrate/sensitivity.csv`` beside the supernet's ``adapt``
+folder, as a run lays them out; measured and not adopted, README "Sensitivity anchors").
 Evaluations are memoised across the searches of one invocation (an evaluation is fixed by the
 mapping and the evaluator's seed), so the later searches cost less than the first.
 """
@@ -56,7 +59,8 @@ from mps.config import load_params
 from mps.cost_model import parse_hardware_profile
 from mps.evaluation import drift_accuracy_grid
 from mps.pareto import normalized_hypervolume
-from mps.search.mps_search import mps_search
+from mps.search.baselines import read_sensitivity
+from mps.search.mps_search import mps_search, sensitive_first
 from mps.search.objectives import Evaluation, ObjectiveEvaluator, mapping_key
 from mps.stages.common import eval_set, evaluation_options, load_supernet_inputs
 from mps.stages.pretrain import load_pretrained
@@ -109,10 +113,15 @@ def useful_hypervolume(selected: list[tuple[float, float]], fp32_accuracy: float
 
 
 def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int], variant: str = "default",
-          min_analog: float = 0.7, log=print, fp32_model=None, measure_test: bool = True) -> list[dict]:
+          min_analog: float = 0.7, log=print, fp32_model=None, measure_test: bool = True,
+          most_sensitive: list[str] | None = None, anchors: int = 2) -> list[dict]:
     """One row per (budget, search seed): the search's set, its useful-range hypervolume (with
-    ``fp32_model``) and its pick measured on the test subset (``measure_test``)."""
+    ``fp32_model``) and its pick measured on the test subset (``measure_test``).  ``most_sensitive``:
+    the calibrate stage's layer order (most sensitive per MAC first), for sensitivity anchors
+    (``search.sensitivity_anchors``, or ``anchors`` of them in the ``anchors`` variant)."""
     cfg = params.search
+    if variant == "anchors":
+        cfg = cfg.model_copy(update={"sensitivity_anchors": anchors})
     if variant == "val2000":
         cfg = cfg.model_copy(update={"val_examples": 2000})
     if variant == "no-skip-round0":
@@ -136,7 +145,7 @@ def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int
                                name="mps", show_progress=False, memo=memo)
             t0 = time.perf_counter()
             with supernet.excluding({WIDE}):
-                result = mps_search(supernet, ev, cfg, seed, log=lambda _msg: None)
+                result = mps_search(supernet, ev, cfg, seed, log=lambda _msg: None, most_sensitive=most_sensitive or ())
             seconds = time.perf_counter() - t0
             enough = [e for e in result.selected if e.objectives["analog_mac_ratio"] >= min_analog]
             row = {"variant": variant, "budget": budget, "seed": seed, "search_seconds": round(seconds, 1),
@@ -253,7 +262,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", type=Path, default=None)
     ap.add_argument("--budgets", default="24")
     ap.add_argument("--seeds", default="0,1,2,3,4")
-    ap.add_argument("--variant", choices=["default", "no-skip-round0", "val2000", "alphas"], default="default")
+    ap.add_argument("--variant", choices=["default", "no-skip-round0", "val2000", "alphas", "anchors"],
+                    default="default")
+    ap.add_argument("--anchors", type=int, default=2, help="sensitivity anchors of the anchors variant")
+    ap.add_argument("--sensitivity", type=Path, default=None,
+                    help="the supernet's calibrate table (default: calibrate/sensitivity.csv beside its adapt folder)")
     ap.add_argument("--min-analog", type=float, default=0.7, help="analog MAC share of the pick (fraction)")
     ap.add_argument("--supernet", type=Path, default=None, help="default <run-dir>/adapt/supernet.pt")
     ap.add_argument("--seed", type=int, default=None, help="params seed (the supernet's adaptation seed)")
@@ -272,13 +285,17 @@ def main(argv: list[str] | None = None) -> int:
     if args.seed is not None:
         params = params.model_copy(update={"seed": args.seed})
     pretrained = args.run_dir / "pretrain" / "model.pt"
-    splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, args.supernet or args.run_dir / "adapt" / "supernet.pt",
-                                                     pretrained)
+    supernet_path = args.supernet or args.run_dir / "adapt" / "supernet.pt"
+    splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, supernet_path, pretrained)
     fp32_model, _ = load_pretrained(pretrained)
+    most_sensitive = None
+    if args.variant == "anchors" or params.search.sensitivity_anchors:
+        path = args.sensitivity or supernet_path.parent.parent / "calibrate" / "sensitivity.csv"
+        most_sensitive = sensitive_first(read_sensitivity(path), supernet, params.search.drift_time, str(path))
     study(params, splits, supernet, parse_hardware_profile(ckpt["profile"]),
           [int(b) for b in args.budgets.split(",")], seeds, args.variant,
           args.min_analog, log=lambda line: print(line, flush=True), fp32_model=fp32_model,
-          measure_test=not args.no_test)
+          measure_test=not args.no_test, most_sensitive=most_sensitive, anchors=args.anchors)
     return 0
 
 

@@ -398,6 +398,9 @@ class SearchConfig(_Section):
     # images and programming seeds stay the run seed's, so searches of one supernet with different
     # draw seeds differ only in the search's own luck (the ablation runs several: ablation.search_draws)
     draw_seed: int = Field(default=0, ge=0)
+    # round 0 anchors of MPS (and MPAAS) beyond the uniform paths: the all-analog path with its k most
+    # sensitive layers per MAC (the calibrate stage's table at drift_time) on INT8, k = 1 .. this; 0 = none
+    sensitivity_anchors: int = Field(default=0, ge=0)
     # mappings drawn from the learned alphas to choose MPS's extraction candidates (cost model only, no evaluations)
     extraction_samples: int = Field(default=512, gt=0)
     # NSGA-II population size; None = budget // 4 clamped to [4, 50], so a small budget still sees generations

@@ -425,3 +425,53 @@ def test_sampling_knob_is_validated_before_any_work():
         with pytest.raises(ConfigError, match=f"{section}.{key}"):
             parse_params({section: {key: bad}})
     assert parse_params({}).search.draw_seed == 0 and parse_params({}).ablation.search_draws == 2
+
+
+def test_sensitivity_anchors_follow_the_calibration_per_mac(tiny, tmp_path):
+    """search.sensitivity_anchors: round 0 evaluates, after the uniform paths, the all-analog path
+    with its 1 .. k most sensitive layers per MAC (the calibrate table) on INT8; the knob needs
+    the order, and is validated at load."""
+    from mps.config import parse_params
+    from mps.search.mps_search import sensitive_first, sensitivity_anchors, uniform_paths
+
+    supernet = tiny[0]
+    analog_layers = [n for n in supernet.infos if "analog" in supernet.allowed[n]]
+    macs = {n: supernet.infos[n].macs for n in analog_layers}
+    small, large = min(analog_layers, key=macs.get), max(analog_layers, key=macs.get)
+    assert macs[small] < macs[large]
+    # the largest layer loses the most accuracy, the smallest less: per MAC the smallest comes first
+    drops = {n: 0.0 for n in analog_layers} | {large: 2.0, small: 1.0}
+    table = read_sensitivity(sensitivity_csv(tmp_path / "s.csv", supernet, drops))
+    assert sensitivity_order(table, supernet, 86400.0)[-1] == large  # the greedy mapper's order: by drop
+    first = sensitive_first(table, supernet, 86400.0)
+    assert first[:2] == [small, large] and sorted(first) == sorted(analog_layers)
+
+    anchors = sensitivity_anchors(supernet, first, 2)
+    analog = supernet.uniform_mapping("analog")
+    assert anchors == [{**analog, small: "int8"}, {**analog, small: "int8", large: "int8"}]
+    params = tiny_params(**{"search.budget": 12, "search.iterations": 2, "search.pareto_size": 3,
+                            "search.alpha_steps": 10, "search.extraction_samples": 64,
+                            "search.sensitivity_anchors": 2})  # round 0: 5 evaluations, the 3 uniform paths + 2
+    ev = make_evaluator(tiny, budget=params.search.budget, name="mps")
+    result = mps_search(supernet, ev, params.search, seed=5, log=lambda _msg: None, most_sensitive=first)
+    keys = [e.key for e in result.evaluations]
+    assert keys[:5] == [mapping_key(a) for a in uniform_paths(supernet) + anchors]
+    with pytest.raises(ValueError, match="most_sensitive"):
+        mps_search(supernet, make_evaluator(tiny, budget=12), params.search, seed=5, log=lambda _msg: None)
+    with pytest.raises(ConfigError, match="search.sensitivity_anchors"):
+        parse_params({"search": {"sensitivity_anchors": -1}})
+
+
+def test_sensitivity_anchors_need_the_calibration_and_count_its_time(tiny_data, tiny_supernet, tiny_pretrained,
+                                                                      tmp_path):
+    """The stage refuses anchors without the calibrate table before any work or output, and MPS's
+    mapping time then includes the calibration, as the greedy mapper's does."""
+    from mps.stages.search import mapping_seconds, run
+
+    params = tiny_params(**{"search.sensitivity_anchors": 2, "search.baselines": ["int8"]})
+    with pytest.raises(ConfigError, match="search.sensitivity_anchors is 2.*--sensitivity"):
+        run(params, tiny_data, tiny_supernet, tiny_pretrained, None, tmp_path / "search", tmp_path / "work", None)
+    assert not (tmp_path / "search").exists() and not (tmp_path / "work").exists()
+    assert mapping_seconds("mps", 10.0, 100.0, 5.0, uses_calibration=True)["mapping_seconds"] == 115.0
+    assert mapping_seconds("mps", 10.0, 100.0, 5.0)["mapping_seconds"] == 110.0
+    assert mapping_seconds("greedy", 10.0, 100.0, 5.0)["mapping_seconds"] == 115.0

@@ -111,11 +111,14 @@ def read_sensitivity(path: Path) -> pd.DataFrame:
     return table
 
 
-def sensitivity_order(table: pd.DataFrame, supernet, drift_time: float, source: str = "sensitivity table") -> list[str]:
+def sensitivity_order(table: pd.DataFrame, supernet, drift_time: float, source: str = "sensitivity table",
+                      per_mac: bool = False) -> list[str]:
     """Analog-capable layers from least to most sensitive at the drift time nearest ``drift_time``.
 
     The nearest time is taken on a log scale (drift is logarithmic in time); ties in
-    sensitivity keep the network's layer order.  Layers the table names but the supernet
+    sensitivity keep the network's layer order.  ``per_mac`` ranks by the accuracy drop per MAC
+    (what a layer costs per unit of the analog-MAC share it brings: MPS's sensitivity anchors)
+    instead of the drop alone (the greedy mapper's order).  Layers the table names but the supernet
     lacks, or analog-capable layers it omits, mean the table is for another model: an error.
     """
     times = sorted(set(table["drift_time"]))
@@ -131,6 +134,8 @@ def sensitivity_order(table: pd.DataFrame, supernet, drift_time: float, source: 
         raise SensitivityError(f"{source}: does not match the supernet's layers ({what}); "
                                "fix: rerun 'mps calibrate' on this supernet")
     position = {n: i for i, n in enumerate(layers)}
+    if per_mac:
+        return sorted(analog_layers, key=lambda n: (drops[n] / max(supernet.infos[n].macs, 1), position[n]))
     return sorted(analog_layers, key=lambda n: (drops[n], position[n]))
 
 

@@ -54,7 +54,7 @@ from mps.search.baselines import (FP32, fp32_baseline, fp32_mapping, greedy_sear
                                   nsga2_search, random_search, read_sensitivity, sensitivity_order, straight_baseline,
                                   uniform_baseline)
 from mps.search.lionheart import lionheart_search
-from mps.search.mps_search import mps_search
+from mps.search.mps_search import mps_search, sensitive_first
 from mps.search.odimo import odimo_search
 from mps.search.objectives import Evaluation, ObjectiveEvaluator, cost_objectives
 from mps.search.result import SearchResult
@@ -84,6 +84,7 @@ class SearchContext:
     seed: int
     build_pretrained: Callable[[dict], Any]  # realises a mapping from the pretrained model (FP32, straight)
     greedy_order: list[str] | None  # analog-capable layers, least sensitive first
+    most_sensitive: list[str] | None  # analog-capable layers, most sensitive per MAC first (MPS's anchors)
     # hardware-aware training of a realised model in place: train_hwa(model, steps=None, desc=...);
     # steps None = the adaptation's step count
     train_hwa: Callable[..., dict] | None = None
@@ -113,7 +114,7 @@ def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -
     t0 = time.perf_counter()
     if method == "mpaas":  # MPS over the extended space, adapted candidates included
         result = mps_search(ctx.supernet, evaluator, ctx.cfg, mps_draw_seed(ctx.seed, ctx.cfg.draw_seed),
-                            method="mpaas")
+                            method="mpaas", most_sensitive=ctx.most_sensitive or ())
     else:  # MPS and every baseline search the plain operators
         with ctx.supernet.excluding({WIDE}):
             result = _run_plain_method(method, evaluator, ctx)
@@ -124,7 +125,8 @@ def run_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -
 def _run_plain_method(method: str, evaluator: ObjectiveEvaluator, ctx: SearchContext) -> SearchResult:
     cfg, k, seed, sn = ctx.cfg, ctx.cfg.pareto_size, ctx.seed, ctx.supernet
     if method == "mps":
-        result = mps_search(sn, evaluator, cfg, mps_draw_seed(seed, cfg.draw_seed))
+        result = mps_search(sn, evaluator, cfg, mps_draw_seed(seed, cfg.draw_seed),
+                            most_sensitive=ctx.most_sensitive or ())
     elif method == "fp32":
         result = fp32_baseline(evaluator, sn, lambda: ctx.build_pretrained(fp32_mapping(sn)), k, seed)
     elif method in ("int8", "analog"):
@@ -266,11 +268,13 @@ def stage_seconds(metrics_path: Path, keys: tuple[str, ...]) -> float | None:
 
 
 def mapping_seconds(method: str, search_seconds: float, adapt_seconds: float | None,
-                    calibrate_seconds: float | None) -> dict[str, float | None]:
-    """The paper's mapping time of a method and its parts (unknown parts count as 0, shown as None)."""
+                    calibrate_seconds: float | None, uses_calibration: bool = False) -> dict[str, float | None]:
+    """The paper's mapping time of a method and its parts (unknown parts count as 0, shown as None);
+    the calibrate stage counts for the greedy mapper and for a method ``uses_calibration`` (MPS with
+    sensitivity anchors)."""
     parts = {"search": search_seconds,
              "adapt": adapt_seconds if method in SUPERNET_METHODS else 0.0,
-             "calibrate": calibrate_seconds if method == "greedy" else 0.0}
+             "calibrate": calibrate_seconds if method == "greedy" or uses_calibration else 0.0}
     total = sum(v for v in parts.values() if v is not None)
     return {"mapping_seconds": total, **{f"{k}_seconds": v for k, v in parts.items() if k != "search"}}
 
@@ -355,14 +359,18 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
               "(model without mpaas_pairs(), or no room in its tiles): searching the plain space only")
     model_id = str(supernet.meta.get("model_id"))
     fingerprint = splits.manifest["fingerprint"]
-    greedy_order = None
+    greedy_order = most_sensitive = None
     key_inputs = [supernet_path, pretrained_path]
-    if "greedy" in methods:
+    if "greedy" in methods or cfg.sensitivity_anchors:
         if sensitivity_path is None:
-            raise ConfigError("search.baselines lists greedy, which needs the calibrate stage's table; "
-                              "fix: pass --sensitivity sensitivity.csv or drop greedy from search.baselines")
+            needs = ("search.baselines lists greedy" if "greedy" in methods else
+                     f"search.sensitivity_anchors is {cfg.sensitivity_anchors}")
+            raise ConfigError(f"{needs}, which needs the calibrate stage's table; fix: pass --sensitivity "
+                              "sensitivity.csv, or drop greedy from search.baselines and set "
+                              "search.sensitivity_anchors 0")
         table = read_sensitivity(sensitivity_path)
         greedy_order = sensitivity_order(table, supernet, cfg.drift_time, str(sensitivity_path))
+        most_sensitive = sensitive_first(table, supernet, cfg.drift_time, str(sensitivity_path))
         key_inputs.append(sensitivity_path)
     profile = parse_hardware_profile(ckpt["profile"], f"{supernet_path} hardware profile")
     data = eval_set(splits, "val", cfg.val_examples, params.seed, calib_batches=cfg.bn_recalibration_batches,
@@ -398,8 +406,8 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
                         "val_examples": len(data.x), "methods": ",".join(methods),
                         **{f"search.{k}": v for k, v in cfg.model_dump().items()}})
     seed_everything(params.seed)
-    ctx = SearchContext(supernet, cfg, params.seed, build_pretrained, greedy_order, train_hwa, profile,
-                        splits.train, params.adapt.batch_size, params.adapt.momentum,
+    ctx = SearchContext(supernet, cfg, params.seed, build_pretrained, greedy_order, most_sensitive, train_hwa,
+                        profile, splits.train, params.adapt.batch_size, params.adapt.momentum,
                         lambda epochs: epoch_steps(epochs, len(splits.train[0]), params.adapt.batch_size))
     # the adapt stage's timings are in its evidence.json (its metrics.json holds the headline only)
     adapt_seconds = stage_seconds(Path(supernet_path).parent / "evidence.json", ("fairness_seconds", "noise_seconds"))
@@ -439,7 +447,8 @@ def run(params: Params, data_dir: Path, supernet_path: Path, pretrained_path: Pa
     for result in results:
         hv = normalized_hypervolume(hv_matrix(result.selected, objectives, senses), lower, upper)
         names = mapping_names(result)
-        timing = mapping_seconds(result.method, result.seconds, adapt_seconds, calibrate_seconds)
+        timing = mapping_seconds(result.method, result.seconds, adapt_seconds, calibrate_seconds,
+                                 uses_calibration=result.method in ("mps", "mpaas") and cfg.sensitivity_anchors > 0)
         summary["methods"][result.method] = {
             "search_seconds": round(result.seconds, 3), "evaluations": result.evaluations_used,
             **{k: (None if v is None else round(v, 3)) for k, v in timing.items()},
