@@ -402,6 +402,32 @@ def test_dry_run_stages_read_the_params_file_snakemake_read(tmp_path):
     assert proc.returncode != 0 and "fix: pass exactly one complete params file" in proc.stdout + proc.stderr
 
 
+def test_ablation_calibrates_its_supernets_only_when_mps_reads_the_table(tmp_path):
+    """With search.sensitivity_anchors > 0 MPS's search reads the calibrate stage's table, so
+    `snakemake ablation` calibrates each adapted supernet (once, for all its searches) and hands
+    each search that supernet's table; at the default 0 it calibrates none."""
+    import yaml
+
+    repo = copy_repo(tmp_path / "repo")
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    params.setdefault("search", {})["sensitivity_anchors"] = 2
+    (repo / "anchors.yaml").write_text(yaml.safe_dump(params))
+    dry = ["snakemake", "ablation", "-n", "-p", "--forceall", "--cores", "1"]
+    for configfile, calibrated in (("params.yaml", False), ("anchors.yaml", True)):
+        out = _run(dry + ["--configfile", configfile], repo)
+        lines = (out.stdout + out.stderr).splitlines()
+        calibrations = [line for line in lines if "mps calibrate" in line and "/ablation/" in line]
+        searches = [line for line in lines if re.search(r"mps search .*/ablation/", line)]
+        assert searches, lines[-20:]
+        if not calibrated:
+            assert not calibrations and not any("--sensitivity" in line for line in searches)
+            continue
+        assert len(calibrations) == len(searches) // params["ablation"].get("search_draws", 2)
+        for line in searches:
+            supernet = re.search(r"--supernet (\S+)/adapt/supernet.pt", line).group(1)
+            assert f"--sensitivity {supernet}/calibrate/sensitivity.csv" in line, line
+
+
 @pytest.mark.e2e
 def test_ablation_target_runs_on_the_tiny_profile(snakemake_run):
     """`snakemake ablation` (not part of the default target): every variant x seed of the tiny

@@ -2,7 +2,8 @@
 # the default run. Every variant x seed adapts from the run's pretrained model; each adapted
 # supernet is searched `ablation.search_draws` times (MPS with draw seeds 0 ... n-1, the uniform
 # int8 / analog paths, and fp32 for the table's useful-range hypervolume) and each search is
-# evaluated; `mps ablation` tabulates and plots them.
+# evaluated; `mps ablation` tabulates and plots them. With `search.sensitivity_anchors` > 0 each
+# adapted supernet is also calibrated, because MPS's search then reads its sensitivity table.
 import shlex
 
 
@@ -23,8 +24,9 @@ def ablation_config():
 
 
 def ablation_dir(stage):
-    """The adaptation of a variant x seed is r{rep}/adapt; each of its searches is r{rep}/d{draw}/."""
-    search_level = "" if stage == "adapt" else "d{draw}/"
+    """The adaptation (and calibration) of a variant x seed is r{rep}/adapt (/calibrate); each of its
+    searches is r{rep}/d{draw}/."""
+    search_level = "" if stage in ("adapt", "calibrate") else "d{draw}/"
     return OUT + "/{dataset}/{model}/s{seed}/ablation/{variant}/r{rep}/" + search_level + stage
 
 
@@ -37,6 +39,15 @@ def variant_sets(wildcards):
 def ablation_cmd(stage):
     return (f"{MPS} {stage} --params {PARAMS} --dataset {{wildcards.dataset}} --model {{wildcards.model}} "
             f"--seed {{wildcards.rep}} --threads {{threads}} {{params.sets}}")
+
+
+def ablation_sensitivity(wildcards):
+    """The supernet's sensitivity table when MPS's search reads it (search.sensitivity_anchors > 0), else none."""
+    from mps.config import parse_params
+
+    if parse_params(config, PARAMS).search.sensitivity_anchors == 0:
+        return []
+    return expand(ablation_dir("calibrate") + "/sensitivity.csv", **wildcards)
 
 
 def ablation_runs(wildcards):
@@ -76,17 +87,43 @@ rule ablation_adapt:
         ablation_cmd("adapt") + " --data {input.data} --pretrained {input.pretrained} --out {params.out} > {log} 2>&1"
 
 
+rule ablation_calibrate:
+    input:
+        data=OUT + "/data/{dataset}",
+        supernet=ablation_dir("adapt") + "/supernet.pt",
+    output:
+        sensitivity=ablation_dir("calibrate") + "/sensitivity.csv",
+    params:
+        digest=section_digest("calibrate", "device", "analog_engine", "evaluate.drift_compensation",
+                              "evaluate.bn_reestimation_batches"),
+        sets=variant_sets,
+        out=ablation_dir("calibrate"),
+    log:
+        OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-calibrate.log",
+    benchmark:
+        OUT + "/benchmarks/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-calibrate.tsv"
+    threads: 4
+    resources:
+        mem_mb=6000,
+        runtime=120,
+        gpu=GPUS,
+    shell:
+        ablation_cmd("calibrate") + " --data {input.data} --supernet {input.supernet} --out {params.out} > {log} 2>&1"
+
+
 rule ablation_search:
     input:
         data=OUT + "/data/{dataset}",
         supernet=ablation_dir("adapt") + "/supernet.pt",
         pretrained=run_dir("pretrain") + "/model.pt",
+        sensitivity=ablation_sensitivity,
     output:
         mappings=directory(ablation_dir("search") + "/mappings"),
         summary=ablation_dir("search") + "/search.json",
     params:
         digest=section_digest("search", "device"),
         sets=lambda wildcards: f"--set='search.baselines=[int8, analog, fp32]' --set=search.draw_seed={wildcards.draw}",
+        sensitivity=lambda wildcards, input: f"--sensitivity {input.sensitivity}" if input.sensitivity else "",
         out=ablation_dir("search"),
     log:
         OUT + "/logs/ablation/{dataset}-{model}-s{seed}-{variant}-r{rep}-d{draw}-search.log",
@@ -99,7 +136,7 @@ rule ablation_search:
         gpu=GPUS,
     shell:
         ablation_cmd("search") + " --data {input.data} --supernet {input.supernet} --pretrained {input.pretrained}"
-        " --out {params.out} > {log} 2>&1"
+        " {params.sensitivity} --out {params.out} > {log} 2>&1"
 
 
 rule ablation_evaluate:
