@@ -4,6 +4,7 @@
 # int8 / analog paths, and fp32 for the table's useful-range hypervolume) and each search is
 # evaluated; `mps ablation` tabulates and plots them. With `search.sensitivity_anchors` > 0 each
 # adapted supernet is also calibrated, because MPS's search then reads its sensitivity table.
+import functools
 import shlex
 
 
@@ -16,11 +17,17 @@ wildcard_constraints:
     draw=r"\d+",
 
 
-def ablation_config():
-    """The validated `ablation` section (defaults filled in by mps.config)."""
+@functools.cache
+def validated_params():
+    """The params Snakemake read, validated (defaults filled in by mps.config): parsed once per workflow."""
     from mps.config import parse_params
 
-    return parse_params(config, PARAMS).ablation
+    return parse_params(config, PARAMS)
+
+
+def ablation_config():
+    """The validated `ablation` section."""
+    return validated_params().ablation
 
 
 def ablation_dir(stage):
@@ -43,9 +50,7 @@ def ablation_cmd(stage):
 
 def ablation_sensitivity(wildcards):
     """The supernet's sensitivity table when MPS's search reads it (search.sensitivity_anchors > 0), else none."""
-    from mps.config import parse_params
-
-    if parse_params(config, PARAMS).search.sensitivity_anchors == 0:
+    if validated_params().search.sensitivity_anchors == 0:
         return []
     return expand(ablation_dir("calibrate") + "/sensitivity.csv", **wildcards)
 
