@@ -2,6 +2,7 @@
 
 ``python -m benchmarks.mps_pick_study [--params params.yaml] [--run-dir results/fashion-mnist/resnet8/s0]
 [--budgets 24] [--seeds 0,1,2,3,4] [--variant default|no-skip-round0|val2000|alphas|anchors [--anchors K]]
+[--pareto-size N]
 [--supernet PATH --seed N [--sensitivity CSV]] [--no-test] [--ablation OUT.jsonl]``
 
 On a finished run's adapted supernet, the MPS search (:func:`mps.search.mps_search.mps_search`
@@ -38,6 +39,11 @@ commit 608f0ff; the README's "Spreading MPS's draws over the analog share"); ``a
 ``--anchors`` sensitivity anchors to round 0 (``search.sensitivity_anchors``; the layer order comes
 from ``--sensitivity``, by default the ``calibrate/sensitivity.csv`` beside the supernet's ``adapt``
 folder, as a run lays them out; measured and not adopted, README "Sensitivity anchors").
+``--pareto-size N`` sets ``search.pareto_size`` for the searches: the reported set's size, and with it
+the search's reserve and extraction levels (measured 2026-12-05: 8 instead of 4, adopted; README
+"How many mappings each method reports").  Each row also gives the untrimmed first front of
+everything the search evaluated (``front_size``, ``front_val_hv_useful`` and ``front_pick*``): what
+the search found, before the reporting rule's crowding-distance thinning.
 Evaluations are memoised across the searches of one invocation (an evaluation is fixed by the
 mapping and the evaluator's seed), so the later searches cost less than the first.
 """
@@ -62,6 +68,7 @@ from mps.pareto import normalized_hypervolume
 from mps.search.baselines import read_sensitivity
 from mps.search.mps_search import mps_search, sensitive_first
 from mps.search.objectives import Evaluation, ObjectiveEvaluator, mapping_key
+from mps.search.result import select_nondominated
 from mps.stages.common import eval_set, evaluation_options, load_supernet_inputs
 from mps.stages.pretrain import load_pretrained
 from mps.supernet import extract
@@ -114,12 +121,14 @@ def useful_hypervolume(selected: list[tuple[float, float]], fp32_accuracy: float
 
 def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int], variant: str = "default",
           min_analog: float = 0.7, log=print, fp32_model=None, measure_test: bool = True,
-          most_sensitive: list[str] | None = None, anchors: int = 2) -> list[dict]:
+          most_sensitive: list[str] | None = None, anchors: int = 2, pareto_size: int | None = None) -> list[dict]:
     """One row per (budget, search seed): the search's set, its useful-range hypervolume (with
     ``fp32_model``) and its pick measured on the test subset (``measure_test``).  ``most_sensitive``:
     the calibrate stage's layer order (most sensitive per MAC first), for sensitivity anchors
     (``search.sensitivity_anchors``, or ``anchors`` of them in the ``anchors`` variant)."""
     cfg = params.search
+    if pareto_size is not None:  # the reported set's size, and the search's reserve and extraction levels with it
+        cfg = cfg.model_copy(update={"pareto_size": pareto_size})
     if variant == "anchors":
         cfg = cfg.model_copy(update={"sensitivity_anchors": anchors})
     if variant == "val2000":
@@ -147,14 +156,22 @@ def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int
             with supernet.excluding({WIDE}):
                 result = mps_search(supernet, ev, cfg, seed, log=lambda _msg: None, most_sensitive=most_sensitive or ())
             seconds = time.perf_counter() - t0
-            enough = [e for e in result.selected if e.objectives["analog_mac_ratio"] >= min_analog]
-            row = {"variant": variant, "budget": budget, "seed": seed, "search_seconds": round(seconds, 1),
+            front = select_nondominated(ev, ev.history, len(ev.history), seed)  # the untrimmed first front
+            row = {"variant": variant, "budget": budget, "pareto_size": cfg.pareto_size, "seed": seed,
+                   "search_seconds": round(seconds, 1),
                    "with_skip": sum("skip" in e.mapping.values() for e in ev.history),
-                   "selected": [(e.accuracy, round(e.objectives["analog_mac_ratio"], 3)) for e in result.selected]}
+                   "selected": [(e.accuracy, round(e.objectives["analog_mac_ratio"], 3)) for e in result.selected],
+                   "front_size": len(front)}
             if fp32_val is not None:
                 row.update(fp32_val=round(float(fp32_val), 2),
-                           val_hv_useful=round(useful_hypervolume(row["selected"], fp32_val, window), 4))
-            if enough and measure_test:
+                           val_hv_useful=round(useful_hypervolume(row["selected"], fp32_val, window), 4),
+                           front_val_hv_useful=round(useful_hypervolume(
+                               [(e.accuracy, round(e.objectives["analog_mac_ratio"], 3)) for e in front], fp32_val,
+                               window), 4))
+            for prefix, chosen in (("", result.selected), ("front_", front)):
+                enough = [e for e in chosen if e.objectives["analog_mac_ratio"] >= min_analog]
+                if not (enough and measure_test):
+                    continue
                 pick = max(enough, key=lambda e: e.accuracy)
                 key = mapping_key(pick.mapping)
                 if key not in measured:
@@ -162,8 +179,9 @@ def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int
                                                params.seed)
                     measured[key] = [round(float(v), 2) for v in (grid[:, 0].mean(), grid[:, 0].std(),
                                                                    grid[:, 1].mean(), grid[:, 1].std())]
-                row.update(pick_val=pick.accuracy, pick_analog=round(pick.objectives["analog_mac_ratio"], 3),
-                           pick_test_1d_mean_std_1y_mean_std=measured[key], pick=pick.mapping)
+                row.update({f"{prefix}pick_val": pick.accuracy,
+                            f"{prefix}pick_analog": round(pick.objectives["analog_mac_ratio"], 3),
+                            f"{prefix}pick_test_1d_mean_std_1y_mean_std": measured[key], f"{prefix}pick": pick.mapping})
             log(json.dumps(row))
             rows.append(row)
     return rows
@@ -267,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--anchors", type=int, default=2, help="sensitivity anchors of the anchors variant")
     ap.add_argument("--sensitivity", type=Path, default=None,
                     help="the supernet's calibrate table (default: calibrate/sensitivity.csv beside its adapt folder)")
+    ap.add_argument("--pareto-size", type=int, default=None,
+                    help="search.pareto_size for these searches (default: the params')")
     ap.add_argument("--min-analog", type=float, default=0.7, help="analog MAC share of the pick (fraction)")
     ap.add_argument("--supernet", type=Path, default=None, help="default <run-dir>/adapt/supernet.pt")
     ap.add_argument("--seed", type=int, default=None, help="params seed (the supernet's adaptation seed)")
@@ -295,7 +315,8 @@ def main(argv: list[str] | None = None) -> int:
     study(params, splits, supernet, parse_hardware_profile(ckpt["profile"]),
           [int(b) for b in args.budgets.split(",")], seeds, args.variant,
           args.min_analog, log=lambda line: print(line, flush=True), fp32_model=fp32_model,
-          measure_test=not args.no_test, most_sensitive=most_sensitive, anchors=args.anchors)
+          measure_test=not args.no_test, most_sensitive=most_sensitive, anchors=args.anchors,
+          pareto_size=args.pareto_size)
     return 0
 
 

@@ -205,6 +205,14 @@ def test_mps_pick_study_measures_the_pick_as_the_evaluator_does(tiny_data, tiny_
         grid = drift_accuracy_grid(extract(supernet, r["pick"]), test, [86400.0, 31536000.0], 2, params.seed)
         assert r["pick_test_1d_mean_std_1y_mean_std"][0] == pytest.approx(round(float(grid[:, 0].mean()), 2))
         assert r["pick_test_1d_mean_std_1y_mean_std"][2] == pytest.approx(round(float(grid[:, 1].mean()), 2))
+        # the untrimmed first front holds the reported set, so its pick is at least as good on validation
+        assert r["pareto_size"] == params.search.pareto_size and r["front_size"] >= len(r["selected"])
+        assert r["front_pick_val"] >= r["pick_val"] and r["front_val_hv_useful"] >= r["val_hv_useful"] - 1e-9
+    # --pareto-size: the reported set shrinks to it; the row says which size it ran with
+    (one,) = mps_pick_study.study(params, splits, supernet, parse_hardware_profile(ckpt["profile"]), [6], [0],
+                                  min_analog=0.0, log=lambda _line: None, fp32_model=fp32_model, measure_test=False,
+                                  pareto_size=1)
+    assert one["pareto_size"] == 1 and len(one["selected"]) == 1 and one["front_size"] >= 1
 
 
 def test_ablation_pick_tables_pair_each_variant_with_the_default(tmp_path):
