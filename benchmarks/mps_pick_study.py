@@ -294,6 +294,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--ablation", type=Path, default=None, metavar="OUT.jsonl",
                     help="every supernet of the run's `snakemake ablation`, --seeds each; lines appended to OUT.jsonl")
     args = ap.parse_args(argv)
+    if args.pareto_size is not None and args.pareto_size < 1:
+        ap.error(f"--pareto-size {args.pareto_size}: the number of mappings a search reports must be at least 1; "
+                 "fix: e.g. --pareto-size 8")
+    if args.anchors < 0:
+        ap.error(f"--anchors {args.anchors}: the number of sensitivity anchors cannot be negative; fix: e.g. --anchors 2")
     params = load_params(args.params)
     data_dir = args.data_dir or args.run_dir.parents[2] / "data" / params.data.dataset
     seeds = [int(s) for s in args.seeds.split(",")]

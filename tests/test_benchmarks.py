@@ -215,6 +215,19 @@ def test_mps_pick_study_measures_the_pick_as_the_evaluator_does(tiny_data, tiny_
     assert one["pareto_size"] == 1 and len(one["selected"]) == 1 and one["front_size"] >= 1
 
 
+def test_mps_pick_study_refuses_a_bad_size_before_any_work(capsys, tmp_path):
+    """--pareto-size 0 and --anchors -1 stop at the command line, naming the flag and the fix,
+    before the params or any run folder are read (neither exists here)."""
+    from benchmarks import mps_pick_study
+
+    for argv, flag in ((["--pareto-size", "0"], "--pareto-size 0"), (["--anchors", "-1"], "--anchors -1")):
+        with pytest.raises(SystemExit) as exc:
+            mps_pick_study.main([*argv, "--params", str(tmp_path / "missing.yaml")])
+        assert exc.value.code == 2
+        err = capsys.readouterr().err
+        assert flag in err and "fix:" in err
+
+
 def test_ablation_pick_tables_pair_each_variant_with_the_default(tmp_path):
     """`mps_pick_study --ablation`'s tables: each variant's mean pick over its searches, and each
     variant minus the default adaptation paired by (adaptation seed, search seed); a missing
