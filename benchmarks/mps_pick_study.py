@@ -187,6 +187,14 @@ def study(params, splits, supernet, profile, budgets: list[int], seeds: list[int
     return rows
 
 
+def layer_order(params, supernet, supernet_path: Path, sensitivity: Path | None = None) -> list[str]:
+    """The supernet's analog-capable layers, most sensitive per MAC first, from ``sensitivity`` or
+    else the calibrate table beside its ``adapt`` folder (``<...>/calibrate/sensitivity.csv``, as
+    a run and each ablation variant x seed lay them out): what sensitivity anchors need."""
+    path = sensitivity or supernet_path.parent.parent / "calibrate" / "sensitivity.csv"
+    return sensitive_first(read_sensitivity(path), supernet, params.search.drift_time, str(path))
+
+
 def ablation_supernets(params, run_dir: Path) -> list[tuple[str, int, Path]]:
     """(variant, adaptation seed, supernet) of every run of ``snakemake ablation``; all of them
     must exist before any search starts."""
@@ -214,8 +222,9 @@ def ablation_study(params, run_dir: Path, data_dir: Path, seeds: list[int], out:
             continue
         splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, path, pretrained)
         seeded = params.model_copy(update={"seed": seed})  # the seed it was adapted, searched and evaluated with
+        most_sensitive = layer_order(params, supernet, path) if params.search.sensitivity_anchors else None
         new = study(seeded, splits, supernet, parse_hardware_profile(ckpt["profile"]), [seeded.search.budget], seeds,
-                    log=lambda _line: None, fp32_model=fp32_model)
+                    log=lambda _line: None, fp32_model=fp32_model, most_sensitive=most_sensitive)
         with out.open("a") as f:
             for r in new:
                 r.update(ablation_variant=variant, adaptation_seed=seed)
@@ -313,10 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     supernet_path = args.supernet or args.run_dir / "adapt" / "supernet.pt"
     splits, supernet, ckpt, _ = load_supernet_inputs(data_dir, supernet_path, pretrained)
     fp32_model, _ = load_pretrained(pretrained)
-    most_sensitive = None
-    if args.variant == "anchors" or params.search.sensitivity_anchors:
-        path = args.sensitivity or supernet_path.parent.parent / "calibrate" / "sensitivity.csv"
-        most_sensitive = sensitive_first(read_sensitivity(path), supernet, params.search.drift_time, str(path))
+    most_sensitive = (layer_order(params, supernet, supernet_path, args.sensitivity)
+                      if args.variant == "anchors" or params.search.sensitivity_anchors else None)
     study(params, splits, supernet, parse_hardware_profile(ckpt["profile"]),
           [int(b) for b in args.budgets.split(",")], seeds, args.variant,
           args.min_analog, log=lambda line: print(line, flush=True), fp32_model=fp32_model,
